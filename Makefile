@@ -1,0 +1,46 @@
+# The project's front door. `make demo` runs the main job on the embedded `local` profile;
+# `make test` starts the real servers and runs the whole suite against both profiles.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test test-local services-up services-down services-status lint bench clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: install
+	$(BIN)/recsys --profile local demo
+
+services-up: install
+	bash infra/services.sh up
+
+services-down:
+	bash infra/services.sh down
+
+services-status:
+	bash infra/services.sh status
+
+test: install services-up
+	$(BIN)/pytest -ra
+
+test-local: install
+	$(BIN)/pytest -ra -m "not services"
+
+lint: install
+	$(BIN)/ruff check recsys ingestion tests bench
+	$(BIN)/mypy recsys ingestion
+
+bench: install services-up
+	$(BIN)/python bench/import_throughput.py
+	$(BIN)/python bench/generator_throughput.py
+
+clean:
+	bash infra/services.sh down || true
+	rm -rf var

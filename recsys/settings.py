@@ -1,0 +1,155 @@
+"""The one settings object: profile, addresses, paths and credentials.
+
+Built once at the entry point (``Settings.load``) from an optional TOML file and the environment
+(prefix ``RECSYS_``, nested keys joined by ``__``, e.g. ``RECSYS_POSTGRES__PORT``), then passed down.
+Unknown keys, in the file or in the environment, are errors.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from recsys.errors import ConfigError
+
+ENV_PREFIX = "RECSYS_"
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 55432
+    user: str = "recsys"
+    password: SecretStr = SecretStr("recsys")
+    database: str = "recsys"
+    os_user: str = Field("postgres", description="OS account that runs the project's own server (infra/)")
+
+    def conninfo(self) -> str:
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password.get_secret_value()} dbname={self.database} connect_timeout=5"
+        )
+
+
+class RedisSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 56379
+    db: int = 0
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:59092"
+    controller_port: int = Field(59093, description="KRaft controller port of the project's own broker (infra/)")
+    topic: str = "interaction-events"
+    # The port of the project's own broker, parsed by infra/kafka.sh.
+    port: int = 59092
+
+
+class CassandraSettings(_Section):
+    hosts: list[str] = ["127.0.0.1"]
+    port: int = 59042
+    storage_port: int = 57000
+    jmx_port: int = 57199
+    keyspace: str = "recsys"
+    replication: dict[str, str] = {"class": "SimpleStrategy", "replication_factor": "1"}
+    item_bucket: Literal["day", "month"] = Field(
+        "month", description="time bucket of item_interactions partitions"
+    )
+    write_concurrency: int = 64
+    heap: str = Field("1G", description="JVM heap of the project's own node (infra/)")
+
+
+class Settings(BaseSettings):
+    """Everything a component needs to find its data and servers."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    profile: Literal["local", "services"] = "local"
+    var_dir: Path = ROOT_DIR / "var"
+    data_dir: Path | None = Field(None, description="datasets, lake and embedded stores; default var_dir/data")
+    movielens_dir: Path | None = Field(None, description="ml-latest-small cache; default data_dir/ml-latest-small")
+    shared_data_dir: Path = ROOT_DIR.parent / "shared" / "data"
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init kwargs); no .env or secrets dirs.
+        return (env_settings, init_settings)
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir or self.var_dir / "data"
+
+    @property
+    def lake_path(self) -> Path:
+        return self.data_path / "lake"
+
+    @property
+    def embedded_path(self) -> Path:
+        """Where the `local` profile keeps its embedded stores."""
+        return self.data_path / "embedded"
+
+    @property
+    def movielens_path(self) -> Path:
+        return self.movielens_dir or self.data_path / "ml-latest-small"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> "Settings":
+        """Build the settings from a TOML file, then the environment, then explicit overrides."""
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            try:
+                values = tomllib.loads(Path(config_file).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read settings file {config_file}: {exc}") from exc
+        _reject_unknown_env(os.environ)
+        try:
+            settings = cls(**values)
+            return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid settings: {_describe(exc)}") from exc
+
+
+def _reject_unknown_env(environ: Mapping[str, str]) -> None:
+    """pydantic-settings ignores unknown prefixed variables; a typo must not pass silently."""
+    for name in environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        model: type[BaseModel] = Settings
+        for depth, part in enumerate(path):
+            field = model.model_fields.get(part)
+            if field is None:
+                raise ConfigError(f"unknown setting {name}: no key '{part}' in {model.__name__}")
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+            elif depth != len(path) - 1:
+                raise ConfigError(f"unknown setting {name}: '{part}' has no sub-keys")
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )

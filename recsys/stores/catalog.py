@@ -1,0 +1,104 @@
+"""The catalog store: users, items and precomputed recommendations.
+
+One interface, one implementation per backend (SQLite for `local`, PostgreSQL for `services`),
+both checked by the same contract test.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+ITEM_COLUMNS = (
+    "item_id", "title", "description", "category", "subcategory", "tags", "content_features",
+    "view_count", "interaction_count", "avg_rating", "created_at", "updated_at", "is_active",
+    "is_new_item",
+)
+USER_COLUMNS = (
+    "user_id", "created_at", "last_active_at", "preferred_categories", "language", "country",
+    "engagement_level", "total_interactions", "is_new_user", "onboarding_completed",
+)
+#: Popularity columns: written by ``item_stats``, never by a metadata upsert.
+ITEM_STAT_COLUMNS = ("view_count", "interaction_count", "avg_rating")
+ITEM_METADATA_COLUMNS = tuple(c for c in ITEM_COLUMNS if c not in ITEM_STAT_COLUMNS)
+#: Columns an upsert may refresh on an existing row (a missing value keeps the stored one).
+ITEM_UPDATE_COLUMNS = tuple(c for c in ITEM_METADATA_COLUMNS if c not in ("item_id", "created_at"))
+USER_UPDATE_COLUMNS = tuple(c for c in USER_COLUMNS if c != "user_id")
+#: An item_stats frame: item_id, the stat columns, and first_seen (fills a missing created_at).
+ITEM_STATS_FRAME = ("item_id", *ITEM_STAT_COLUMNS, "first_seen")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    rank: int
+    score: float
+    explanation_type: str | None = None
+
+
+class CatalogStore(ABC):
+    """Users, items and precomputed recommendations, as the design's PostgreSQL schema has them."""
+
+    @abstractmethod
+    def migrate(self) -> None:
+        """Create the tables and indexes; safe to run again."""
+
+    @abstractmethod
+    def write(
+        self,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        item_stats: pd.DataFrame | None = None,
+    ) -> None:
+        """Upsert items and users by id and set item popularity, all in one transaction.
+
+        A missing (null) value in an upsert keeps what the row already holds, so events alone can
+        refresh a user's activity without erasing the profile a users file gave.
+        """
+
+    @abstractmethod
+    def item_ids(self) -> set[str]: ...
+
+    @abstractmethod
+    def get_item(self, item_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def get_user(self, user_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Row counts of users, items and precomputed_recommendations."""
+
+    @abstractmethod
+    def put_recommendations(
+        self, user_id: str, kind: str, recommendations: list[Recommendation],
+        computed_at: datetime, expires_at: datetime,
+    ) -> None:
+        """Replace the user's list of this kind."""
+
+    @abstractmethod
+    def get_recommendations(self, user_id: str, kind: str, now: datetime) -> list[Recommendation]:
+        """The user's unexpired list of this kind, best first; empty when none or expired."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "CatalogStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def frame_rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """Rows of a catalog frame as tuples of Python values (NaN and NaT become None)."""
+    present = frame.reindex(columns=list(columns))
+    clean = present.astype(object).where(present.notna(), None)
+    rows = []
+    for row in clean.itertuples(index=False, name=None):
+        rows.append(tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v for v in row))
+    return rows

@@ -1,0 +1,157 @@
+"""Catalog store on an SQLite file: the `local` profile."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys.stores.catalog import (
+    ITEM_COLUMNS, ITEM_METADATA_COLUMNS, ITEM_STAT_COLUMNS, ITEM_STATS_FRAME, ITEM_UPDATE_COLUMNS,
+    USER_COLUMNS, USER_UPDATE_COLUMNS, CatalogStore,
+    Recommendation, frame_rows,
+)
+
+_JSON_COLUMNS = {"tags", "content_features", "preferred_categories"}
+_BOOL_COLUMNS = {"is_active", "is_new_item", "is_new_user", "onboarding_completed"}
+_TIME_COLUMNS = {"created_at", "updated_at", "last_active_at", "computed_at", "expires_at", "first_seen"}
+
+
+def _to_db(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return json.dumps(list(value) if not isinstance(value, dict) else value, sort_keys=True)
+    if column in _TIME_COLUMNS:
+        return _iso(value)
+    if column in _BOOL_COLUMNS:
+        return int(bool(value))
+    return value
+
+
+def _from_db(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return json.loads(value)
+    if column in _TIME_COLUMNS:
+        return datetime.fromisoformat(value)
+    if column in _BOOL_COLUMNS:
+        return bool(value)
+    return value
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class SqliteCatalogStore(CatalogStore):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+
+    def migrate(self) -> None:
+        script = resources.files("recsys.migrations").joinpath("sqlite_catalog.sql").read_text()
+        self._db.executescript(script)
+
+    def write(
+        self,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        item_stats: pd.DataFrame | None = None,
+    ) -> None:
+        self._db.execute("BEGIN")
+        try:
+            if items is not None:
+                self._upsert("items", "item_id", items, ITEM_METADATA_COLUMNS, ITEM_UPDATE_COLUMNS)
+            if users is not None:
+                self._upsert("users", "user_id", users, USER_COLUMNS, USER_UPDATE_COLUMNS)
+            if item_stats is not None:
+                self._db.executemany(
+                    "UPDATE items SET view_count = ?, interaction_count = ?, avg_rating = ?, "
+                    "created_at = COALESCE(created_at, ?) WHERE item_id = ?",
+                    [(*(_to_db(c, v) for c, v in zip(ITEM_STATS_FRAME[1:], row[1:])), row[0])
+                     for row in frame_rows(item_stats, ITEM_STATS_FRAME)],
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _upsert(
+        self, table: str, key: str, frame: pd.DataFrame, columns: tuple[str, ...], updates: tuple[str, ...]
+    ) -> None:
+        # Only the frame's own columns: the others keep their defaults on insert and their values on update.
+        columns = tuple(c for c in columns if c in frame.columns)
+        updates = tuple(c for c in updates if c in frame.columns)
+        rows = [
+            tuple(_to_db(c, v) for c, v in zip(columns, row)) for row in frame_rows(frame, columns)
+        ]
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT({key}) DO UPDATE SET {', '.join(f'{c}=COALESCE(excluded.{c}, {c})' for c in updates)}"
+        )
+        self._db.executemany(sql, rows)
+
+    def item_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT item_id FROM items")}
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        return self._get("items", "item_id", item_id, ITEM_COLUMNS)
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        return self._get("users", "user_id", user_id, USER_COLUMNS)
+
+    def _get(self, table: str, key: str, value: str, columns: tuple[str, ...]) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?", (value,)
+        ).fetchone()
+        return None if row is None else {c: _from_db(c, v) for c, v in zip(columns, row)}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("users", "items", "precomputed_recommendations")
+        }
+
+    def put_recommendations(
+        self, user_id: str, kind: str, recommendations: list[Recommendation],
+        computed_at: datetime, expires_at: datetime,
+    ) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute(
+                "DELETE FROM precomputed_recommendations WHERE user_id = ? AND recommendation_type = ?",
+                (user_id, kind),
+            )
+            self._db.executemany(
+                "INSERT INTO precomputed_recommendations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (user_id, kind, r.item_id, r.rank, r.score, r.explanation_type,
+                     _iso(computed_at), _iso(expires_at))
+                    for r in recommendations
+                ],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def get_recommendations(self, user_id: str, kind: str, now: datetime) -> list[Recommendation]:
+        rows = self._db.execute(
+            "SELECT item_id, rank, score, explanation_type FROM precomputed_recommendations "
+            "WHERE user_id = ? AND recommendation_type = ? AND expires_at > ? ORDER BY rank",
+            (user_id, kind, _iso(now)),
+        )
+        return [Recommendation(*row) for row in rows]
+
+    def close(self) -> None:
+        self._db.close()

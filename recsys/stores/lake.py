@@ -1,0 +1,115 @@
+"""The Parquet lake: interactions partitioned by event date, and catalog snapshots.
+
+Layout (hive-style, readable by Spark, Feast file sources and pyarrow)::
+
+    interactions/event_date=YYYY-MM-DD/part-0.parquet   one file per day, unique by event_id
+    catalog/<name>/snapshot=YYYYMMDDTHHMMSSZ/<name>.parquet   written only when the content changed
+
+Every file is written to a temporary name and renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recsys.events import INTERACTION_SCHEMA, to_arrow
+
+PARTITION = "event_date"
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.interactions_path = root / "interactions"
+        self.catalog_path = root / "catalog"
+
+    # -- interactions -----------------------------------------------------------------------
+    def write_interactions(self, events: pd.DataFrame) -> int:
+        """Merge events into their day partitions; returns how many were new."""
+        table = to_arrow(events)
+        days = pc.strftime(table["event_time"], format="%Y-%m-%d")
+        added = 0
+        for day in pc.unique(days).to_pylist():
+            added += self._merge_day(day, table.filter(pc.equal(days, day)))
+        return added
+
+    def _merge_day(self, day: str, new: pa.Table) -> int:
+        target = self.interactions_path / f"{PARTITION}={day}" / "part-0.parquet"
+        new = _unique_events(new)
+        if target.exists():
+            old = pq.read_table(target, schema=INTERACTION_SCHEMA)
+            fresh = new.filter(pc.invert(pc.is_in(new["event_id"], value_set=old["event_id"])))
+            if fresh.num_rows == 0:
+                return 0
+            merged = pa.concat_tables([old, fresh])
+        else:
+            fresh = merged = new
+        merged = merged.sort_by([("event_time", "ascending"), ("event_id", "ascending")])
+        _atomic_write(merged, target)
+        return fresh.num_rows
+
+    def interactions(self, filter: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
+        if not self.interactions_path.exists():
+            return INTERACTION_SCHEMA.empty_table()
+        dataset = ds.dataset(self.interactions_path, format="parquet", partitioning="hive",
+                             schema=INTERACTION_SCHEMA.append(pa.field(PARTITION, pa.string())))
+        return dataset.to_table(filter=filter, columns=columns)
+
+    def count_interactions(self) -> int:
+        if not self.interactions_path.exists():
+            return 0
+        return ds.dataset(self.interactions_path, format="parquet", partitioning="hive").count_rows()
+
+    # -- catalog snapshots ----------------------------------------------------------------------
+    def write_snapshot(self, name: str, frame: pd.DataFrame, now: datetime | None = None) -> bool:
+        """Write a new snapshot of a catalog table unless the latest one has the same content."""
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        digest = _digest(table)
+        latest = self._latest_snapshot_dir(name)
+        if latest is not None and (latest / "_digest").read_text() == digest:
+            return False
+        stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.catalog_path / name / f"snapshot={stamp}"
+        _atomic_write(table, target / f"{name}.parquet")
+        (target / "_digest").write_text(digest)
+        return True
+
+    def latest_snapshot(self, name: str) -> pd.DataFrame | None:
+        latest = self._latest_snapshot_dir(name)
+        return None if latest is None else pq.read_table(latest / f"{name}.parquet").to_pandas()
+
+    def _latest_snapshot_dir(self, name: str) -> Path | None:
+        folder = self.catalog_path / name
+        done = sorted(p for p in folder.glob("snapshot=*") if (p / "_digest").exists()) if folder.exists() else []
+        return done[-1] if done else None
+
+
+def _unique_events(table: pa.Table) -> pa.Table:
+    """Keep the first row of each event_id within one batch."""
+    if table.num_rows == pc.count_distinct(table["event_id"]).as_py():
+        return table
+    indexed = table.append_column("_row", pa.array(range(table.num_rows)))
+    first = indexed.group_by("event_id").aggregate([("_row", "min")])["_row_min"]
+    return table.take(pc.sort_indices(first))
+
+
+def _atomic_write(table: pa.Table, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, target)
+
+
+def _digest(table: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="none")
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()

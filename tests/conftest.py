@@ -1,0 +1,110 @@
+"""Shared fixtures: settings per profile, isolated stores, and the real servers for `services`.
+
+Tests that take ``profile`` run twice: on the embedded `local` stores and on the real servers
+started by `make services-up`. A missing server fails the run with the command to start it; it
+never skips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+from cassandra.cluster import Cluster
+
+from recsys.settings import Settings
+from recsys.stores import CatalogStore, InteractionStore, Lake, open_catalog, open_interactions
+
+TEST_DATABASE = "recsys_test"
+TEST_KEYSPACE = "recsys_test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("profile") == "services":
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.fixture(params=["local", "services"])
+def profile(request: pytest.FixtureRequest) -> str:
+    if request.param == "services":
+        request.getfixturevalue("servers")
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def servers() -> None:
+    """The real servers answer, and the test database exists; fail loudly otherwise."""
+    base = Settings.load()
+    try:
+        with psycopg.connect(base.postgres.conninfo(), autocommit=True) as db:
+            exists = db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DATABASE,)).fetchone()
+            if not exists:
+                db.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not running ({exc}); start the servers with `make services-up`")
+    cluster = Cluster(base.cassandra.hosts, port=base.cassandra.port, connect_timeout=5)
+    try:
+        cluster.connect()
+    except Exception as exc:  # noqa: BLE001 - any driver failure means the server is not usable
+        pytest.fail(f"Cassandra is not running ({exc}); start the servers with `make services-up`")
+    finally:
+        cluster.shutdown()
+
+
+def make_settings(profile: str, tmp_path: Path) -> Settings:
+    base = Settings.load()
+    return base.model_copy(update={
+        "profile": profile,
+        "data_dir": tmp_path / "data",
+        "postgres": base.postgres.model_copy(update={"database": TEST_DATABASE}),
+        "cassandra": base.cassandra.model_copy(update={"keyspace": TEST_KEYSPACE}),
+    })
+
+
+@pytest.fixture
+def settings(profile: str, tmp_path: Path) -> Settings:
+    return make_settings(profile, tmp_path)
+
+
+@pytest.fixture
+def catalog(settings: Settings) -> Iterator[CatalogStore]:
+    store = open_catalog(settings)
+    store.migrate()
+    if settings.profile == "services":
+        with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as db:
+            db.execute("TRUNCATE users, items, precomputed_recommendations")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def interactions(settings: Settings) -> Iterator[InteractionStore]:
+    store = open_interactions(settings)
+    store.migrate()
+    if settings.profile == "services":
+        cluster = Cluster(settings.cassandra.hosts, port=settings.cassandra.port)
+        session = cluster.connect(settings.cassandra.keyspace)
+        for table in ("interactions", "item_interactions"):
+            session.execute(f"TRUNCATE {table}", timeout=60)
+        cluster.shutdown()
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    """ml-latest-small, verified, in the project's data cache (copied from shared/ the first time)."""
+    from ingestion.datasets import ensure_movielens
+
+    base = Settings.load()
+    ensure_movielens(base.movielens_path, base.shared_data_dir)
+    return base.movielens_path
+
+
+@pytest.fixture
+def lake(settings: Settings) -> Lake:
+    return Lake(settings.lake_path)

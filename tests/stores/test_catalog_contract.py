@@ -1,0 +1,101 @@
+"""One contract for every CatalogStore: SQLite (`local`) and PostgreSQL (`services`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from recsys.stores import CatalogStore
+from recsys.stores.catalog import Recommendation
+
+T0 = datetime(2024, 1, 20, 12, 0, tzinfo=timezone.utc)
+
+
+def items_frame(**overrides: object) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "item_id": ["m1", "m2"],
+        "title": ["Toy Story (1995)", "Heat (1995)"],
+        "description": [None, "a heist"],
+        "category": ["Animation", "Action"],
+        "subcategory": ["Children", None],
+        "tags": [["Animation", "Children"], ["Action"]],
+        "content_features": [{"year": 1995, "genres": ["Animation"]}, {"year": 1995}],
+        "created_at": [T0, T0],
+    })
+    for column, value in overrides.items():
+        frame[column] = value
+    return frame
+
+
+def test_migrate_twice_is_harmless(catalog: CatalogStore) -> None:
+    catalog.migrate()
+    assert catalog.counts() == {"users": 0, "items": 0, "precomputed_recommendations": 0}
+
+
+def test_items_round_trip_with_their_types(catalog: CatalogStore) -> None:
+    catalog.write(items=items_frame())
+    item = catalog.get_item("m1")
+    assert item is not None
+    assert item["title"] == "Toy Story (1995)"
+    assert item["tags"] == ["Animation", "Children"]
+    assert item["content_features"] == {"year": 1995, "genres": ["Animation"]}
+    assert item["created_at"] == T0
+    assert item["is_active"] is True and item["interaction_count"] == 0
+    assert catalog.get_item("nope") is None
+    assert catalog.item_ids() == {"m1", "m2"}
+
+
+def test_upsert_by_id_keeps_one_row_and_keeps_unspecified_values(catalog: CatalogStore) -> None:
+    catalog.write(items=items_frame())
+    catalog.write(items=items_frame(title=["Toy Story", "Heat"], description=[None, None]))
+    assert catalog.counts()["items"] == 2
+    heat = catalog.get_item("m2")
+    assert heat is not None and heat["title"] == "Heat" and heat["description"] == "a heist"
+
+
+def test_item_stats_update_popularity_and_fill_missing_created_at(catalog: CatalogStore) -> None:
+    catalog.write(items=items_frame(created_at=[T0, None]))
+    stats = pd.DataFrame({
+        "item_id": ["m1", "m2"], "view_count": [3, 0], "interaction_count": [7, 1],
+        "avg_rating": [4.25, None], "first_seen": [T0 + timedelta(days=1), T0 + timedelta(days=2)],
+    })
+    catalog.write(item_stats=stats)
+    m1, m2 = catalog.get_item("m1"), catalog.get_item("m2")
+    assert m1 is not None and m2 is not None
+    assert (m1["view_count"], m1["interaction_count"], m1["avg_rating"]) == (3, 7, 4.25)
+    assert m1["created_at"] == T0  # an existing created_at is never moved
+    assert m2["created_at"] == T0 + timedelta(days=2) and m2["avg_rating"] is None
+
+
+def test_users_from_events_do_not_erase_a_profile(catalog: CatalogStore) -> None:
+    profile = pd.DataFrame({"user_id": ["u1"], "language": ["fr"], "preferred_categories": [["Drama"]]})
+    catalog.write(users=profile)
+    seen = pd.DataFrame({"user_id": ["u1"], "last_active_at": [T0], "total_interactions": [12],
+                         "engagement_level": ["low"], "is_new_user": [False]})
+    catalog.write(users=seen)
+    user = catalog.get_user("u1")
+    assert user is not None
+    assert user["language"] == "fr" and user["preferred_categories"] == ["Drama"]
+    assert user["total_interactions"] == 12 and user["is_new_user"] is False
+    assert user["last_active_at"] == T0
+
+
+def test_a_failed_write_leaves_nothing(catalog: CatalogStore) -> None:
+    bad_users = pd.DataFrame({"user_id": ["u1", None]})  # user_id is NOT NULL
+    with pytest.raises(Exception):
+        catalog.write(items=items_frame(), users=bad_users)
+    assert catalog.counts()["items"] == 0 and catalog.counts()["users"] == 0
+
+
+def test_precomputed_recommendations_replace_and_expire(catalog: CatalogStore) -> None:
+    first = [Recommendation("m1", 1, 0.9, "popular"), Recommendation("m2", 2, 0.5, "popular")]
+    catalog.put_recommendations("u1", "homepage", first, T0, T0 + timedelta(hours=1))
+    assert catalog.get_recommendations("u1", "homepage", T0) == first
+    second = [Recommendation("m2", 1, 0.8, "similar")]
+    catalog.put_recommendations("u1", "homepage", second, T0, T0 + timedelta(hours=1))
+    assert catalog.get_recommendations("u1", "homepage", T0) == second
+    assert catalog.get_recommendations("u1", "homepage", T0 + timedelta(hours=2)) == []
+    assert catalog.get_recommendations("u1", "similar", T0) == []
+    assert catalog.counts()["precomputed_recommendations"] == 1
