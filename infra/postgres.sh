@@ -32,18 +32,22 @@ install() {
 }
 
 answers() {
-  PGPASSWORD=$PASSWORD "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U "$USER_NAME" -d postgres -Atc 'SELECT 1'
+  PGCONNECT_TIMEOUT=3 PGPASSWORD=$PASSWORD timeout 10 "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U "$USER_NAME" -d postgres -Atc 'SELECT 1'
 }
 
 start() {
   install
-  if pid_alive "$DIR/data/postmaster.pid.copy" && answers >/dev/null 2>&1; then log "already up on 127.0.0.1:$PORT"; ensure_database; return 0; fi
+  if as_owner "$PGBIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
+    wait_until 60 "$DIR/postgres.log" "" answers
+    log "already up on 127.0.0.1:$PORT"
+    ensure_database
+    return 0
+  fi
   : >"$DIR/postgres.log"; [ "$(id -u)" -eq 0 ] && chown "$RUN_AS" "$DIR/postgres.log"
   as_owner "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start \
     >/dev/null 2>&1 || die "pg_ctl start failed" "$DIR/postgres.log"
-  head -n 1 "$DIR/data/postmaster.pid" >"$DIR/data/postmaster.pid.copy"
-  wait_until 60 "$DIR/postgres.log" "$DIR/data/postmaster.pid.copy" answers
+  wait_until 60 "$DIR/postgres.log" "" answers
   ensure_database
 }
 
@@ -62,7 +66,6 @@ stop() {
   if [ -f "$DIR/data/postmaster.pid" ]; then
     as_owner "$PGBIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
-  rm -f "$DIR/data/postmaster.pid.copy"
   log "stopped"
 }
 

@@ -12,7 +12,7 @@ install() {
   mkdir -p "$DIR/data"
 }
 
-answers() { [ "$(redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = "PONG" ]; }
+answers() { [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" = "PONG" ]; }
 
 start() {
   install

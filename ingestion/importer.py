@@ -115,16 +115,19 @@ class Importer:
             "user_id": stats["user_id"],
             "created_at": stats["event_time_min"],
             "last_active_at": stats["event_time_max"],
-            "total_interactions": stats["event_time_count"].astype("int64"),
+            "total_interactions": stats["event_time_count"],
         })
+        if profiles is not None:
+            users = profiles.merge(users, on="user_id", how="outer", suffixes=("", "_seen"))
+            seen = users.pop("created_at_seen")
+            given = pd.to_datetime(users["created_at"], utc=True)
+            users["created_at"] = given.where(given.notna(), seen)
+        users["total_interactions"] = users["total_interactions"].fillna(0).astype("int64")
         low, high = ENGAGEMENT_THRESHOLDS
         users["engagement_level"] = pd.cut(
             users["total_interactions"], [-1, low - 1, high - 1, float("inf")], labels=["low", "medium", "high"]
         ).astype(str)
         users["is_new_user"] = users["total_interactions"] < NEW_USER_BELOW
-        if profiles is not None:
-            users = profiles.merge(users, on="user_id", how="outer", suffixes=("", "_seen"))
-            users["created_at"] = users["created_at"].fillna(users.pop("created_at_seen"))
         return users.sort_values("user_id", ignore_index=True)
 
     def _item_stats(self, item_ids: set[str]) -> pd.DataFrame:

@@ -60,6 +60,7 @@ class CassandraSettings(_Section):
     storage_port: int = 57000
     jmx_port: int = 57199
     keyspace: str = "recsys"
+    datacenter: str = "datacenter1"
     replication: dict[str, str] = {"class": "SimpleStrategy", "replication_factor": "1"}
     item_bucket: Literal["day", "month"] = Field(
         "month", description="time bucket of item_interactions partitions"

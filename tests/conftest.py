@@ -12,10 +12,10 @@ from typing import Iterator
 
 import psycopg
 import pytest
-from cassandra.cluster import Cluster
 
 from recsys.settings import Settings
 from recsys.stores import CatalogStore, InteractionStore, Lake, open_catalog, open_interactions
+from recsys.stores.interactions_cassandra import cluster as cassandra_cluster
 
 TEST_DATABASE = "recsys_test"
 TEST_KEYSPACE = "recsys_test"
@@ -46,7 +46,7 @@ def servers() -> None:
                 db.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not running ({exc}); start the servers with `make services-up`")
-    cluster = Cluster(base.cassandra.hosts, port=base.cassandra.port, connect_timeout=5)
+    cluster = cassandra_cluster(base.cassandra)
     try:
         cluster.connect()
     except Exception as exc:  # noqa: BLE001 - any driver failure means the server is not usable
@@ -86,7 +86,7 @@ def interactions(settings: Settings) -> Iterator[InteractionStore]:
     store = open_interactions(settings)
     store.migrate()
     if settings.profile == "services":
-        cluster = Cluster(settings.cassandra.hosts, port=settings.cassandra.port)
+        cluster = cassandra_cluster(settings.cassandra)
         session = cluster.connect(settings.cassandra.keyspace)
         for table in ("interactions", "item_interactions"):
             session.execute(f"TRUNCATE {table}", timeout=60)

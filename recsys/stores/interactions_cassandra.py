@@ -8,7 +8,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 from cassandra import ConsistencyLevel
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.policies import DCAwareRoundRobinPolicy
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
@@ -24,11 +25,22 @@ from recsys.stores.interactions import (
 BATCH_ROWS = 25
 
 
+def cluster(settings: CassandraSettings) -> Cluster:
+    """A driver cluster object for the configured nodes (connect() to open a session)."""
+    profile = ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.datacenter), request_timeout=60
+    )
+    return Cluster(
+        settings.hosts, port=settings.port, connect_timeout=10, protocol_version=5,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+    )
+
+
 class CassandraInteractionStore(InteractionStore):
     def __init__(self, settings: CassandraSettings) -> None:
         self._settings = settings
         self.bucket = settings.item_bucket
-        self._cluster = Cluster(settings.hosts, port=settings.port, connect_timeout=10, protocol_version=5)
+        self._cluster = cluster(settings)
         try:
             self._session: Session = self._cluster.connect()
         except NoHostAvailable as exc:
@@ -36,7 +48,6 @@ class CassandraInteractionStore(InteractionStore):
             raise StoreUnavailableError(
                 f"Cassandra at {settings.hosts}:{settings.port} did not answer: {exc}"
             ) from exc
-        self._session.default_timeout = 60
         self._prepared: dict[str, PreparedStatement] = {}
 
     def migrate(self) -> None:

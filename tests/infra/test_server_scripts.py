@@ -1,0 +1,82 @@
+"""The server scripts under infra/: a server that cannot start fails the run with its log."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from recsys.settings import ROOT_DIR
+
+
+@pytest.fixture
+def var_dir() -> Iterator[Path]:
+    # Under the project's var/ (not /tmp's private pytest folders): PostgreSQL runs as its own user.
+    (ROOT_DIR / "var").mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="infra-test-", dir=ROOT_DIR / "var"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port held by a plain socket that is not the server the script expects."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def script(name: str, action: str, var_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "RECSYS_VAR_DIR": str(var_dir), **env}
+    return subprocess.run(["bash", str(ROOT_DIR / "infra" / f"{name}.sh"), action], env=environ,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("name", "port_key", "log_says"), [
+    ("redis", "RECSYS_REDIS__PORT", "Address already in use"),
+    ("postgres", "RECSYS_POSTGRES__PORT", "could not bind"),
+    ("kafka", "RECSYS_KAFKA__PORT", "Address already in use"),
+])
+def test_a_server_that_cannot_bind_fails_with_its_log(
+    name: str, port_key: str, log_says: str, var_dir: Path, taken_port: int
+) -> None:
+    extra = {"RECSYS_KAFKA__CONTROLLER_PORT": str(taken_port + 1)} if name == "kafka" else {}
+    result = script(name, "start", var_dir, **{port_key: str(taken_port)}, **extra)
+    try:
+        assert result.returncode != 0
+        assert "ERROR" in result.stderr and log_says in result.stderr
+    finally:
+        script(name, "stop", var_dir, **{port_key: str(taken_port)})
+
+
+def test_cassandra_refuses_a_taken_port(var_dir: Path, taken_port: int) -> None:
+    result = script("cassandra", "start", var_dir, RECSYS_CASSANDRA__PORT=str(taken_port))
+    assert result.returncode != 0 and f"127.0.0.1:{taken_port} is already in use" in result.stderr
+
+
+def test_status_reports_a_server_that_is_down(var_dir: Path, taken_port: int) -> None:
+    result = script("redis", "status", var_dir, RECSYS_REDIS__PORT=str(taken_port))
+    assert result.returncode == 1 and "redis: down" in result.stdout
+
+
+def test_start_is_idempotent_and_status_reports_up(var_dir: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    try:
+        assert script("redis", "start", var_dir, RECSYS_REDIS__PORT=port).returncode == 0
+        again = script("redis", "start", var_dir, RECSYS_REDIS__PORT=port)
+        assert again.returncode == 0 and "already up" in again.stderr
+        status = script("redis", "status", var_dir, RECSYS_REDIS__PORT=port)
+        assert status.returncode == 0 and f"up on 127.0.0.1:{port}" in status.stdout
+    finally:
+        assert script("redis", "stop", var_dir, RECSYS_REDIS__PORT=port).returncode == 0

@@ -1,0 +1,43 @@
+"""The Parquet lake: day partitions unique by event_id, snapshots only on change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+from recsys.events import INTERACTION_COLUMNS
+from recsys.stores import Lake
+
+
+def frame(ids: list[str], days: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "event_id": ids, "user_id": "u1", "item_id": "i1",
+        "event_time": pd.to_datetime(days, utc=True), "action_type": "view",
+        "value": None, "session_id": None, "context": None,
+    })[list(INTERACTION_COLUMNS)]
+
+
+def test_events_land_in_their_day_and_merge_without_duplicates(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    assert lake.write_interactions(frame(["a", "b", "a"], ["2024-01-01T23:59:59Z", "2024-01-02T00:00:00Z",
+                                                            "2024-01-01T23:59:59Z"])) == 2
+    assert lake.write_interactions(frame(["b", "c"], ["2024-01-02T00:00:00Z", "2024-01-02T05:00:00Z"])) == 1
+    days = sorted(p.name for p in (tmp_path / "interactions").iterdir())
+    assert days == ["event_date=2024-01-01", "event_date=2024-01-02"]
+    table = ds.dataset(tmp_path / "interactions", partitioning="hive").to_table()
+    assert sorted(table["event_id"].to_pylist()) == ["a", "b", "c"]
+    assert lake.count_interactions() == 3
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_catalog_snapshots_are_written_only_when_content_changes(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    items = pd.DataFrame({"item_id": ["i1", "i2"], "title": ["A", "B"]})
+    assert lake.write_snapshot("items", items) is True
+    assert lake.write_snapshot("items", items.copy()) is False
+    assert lake.write_snapshot("items", items.assign(title=["A", "C"])) is True
+    latest = lake.latest_snapshot("items")
+    assert latest is not None and latest["title"].tolist() == ["A", "C"]
+    assert len(list((tmp_path / "catalog" / "items").iterdir())) == 2
