@@ -14,15 +14,16 @@ A directory with:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ingestion.sources import ITEM_METADATA, USER_PROFILE, Chunk, Source
 from ingestion.validation import Column, DataFile, require_unique
-from recsys.events import ACTION_TYPES, INTERACTION_COLUMNS, context_to_json, deterministic_event_ids
 from recsys.errors import ImportValidationError
+from recsys.events import ACTION_TYPES, INTERACTION_COLUMNS, context_to_json, deterministic_event_ids
 
 INTERACTION_FILE = (
     Column("user_id"), Column("item_id"), Column("timestamp", "timestamp"),
@@ -90,11 +91,8 @@ class GenericSource(Source):
 
     def size_hint(self) -> int | None:
         path = self._interactions.path
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(path).metadata.num_rows
-        return None
+        parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.suffix == ".parquet" else []
+        return sum(pq.ParquetFile(part).metadata.num_rows for part in parts) or None
 
 
 def canonical_interactions(chunk: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -108,7 +106,9 @@ def canonical_interactions(chunk: pd.DataFrame, source: str) -> pd.DataFrame:
     frame["session_id"] = chunk["session_id"] if "session_id" in chunk else None
     contexts = chunk["context"] if "context" in chunk else pd.Series(None, index=chunk.index, dtype=object)
     frame["context"] = [context_to_json(c) if isinstance(c, dict) else None for c in contexts]
-    derived = deterministic_event_ids(frame, source)
     given = chunk["event_id"] if "event_id" in chunk else pd.Series(pd.NA, index=chunk.index, dtype="string")
-    frame["event_id"] = given.astype("string").fillna(derived)
+    frame["event_id"] = given.astype("string")
+    missing = frame["event_id"].isna()
+    if missing.any():
+        frame.loc[missing, "event_id"] = deterministic_event_ids(frame[missing], source)
     return frame[list(INTERACTION_COLUMNS)]

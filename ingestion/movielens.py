@@ -8,8 +8,8 @@ the rating as value, tags become ``tag`` interactions with the tag text in conte
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
@@ -19,7 +19,9 @@ from ingestion.validation import Column, DataFile, require_unique
 
 MOVIES = (Column("movieId", "int"), Column("title"), Column("genres"))
 LINKS = (Column("movieId", "int"), Column("imdbId", nullable=True), Column("tmdbId", nullable=True))
-RATINGS = (Column("userId", "int"), Column("movieId", "int"), Column("rating", "float"), Column("timestamp", "timestamp"))
+RATINGS = (
+    Column("userId", "int"), Column("movieId", "int"), Column("rating", "float"), Column("timestamp", "timestamp"),
+)
 TAGS = (Column("userId", "int"), Column("movieId", "int"), Column("tag"), Column("timestamp", "timestamp"))
 NO_GENRES = "(no genres listed)"
 _YEAR = re.compile(r"\((\d{4})\)\s*$")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -140,7 +141,7 @@ class DataFile:
         return stamps.dt.as_unit("ms")
 
     def _json(self, column: Column, values: pd.Series, empty: pd.Series) -> pd.Series:
-        out = []
+        out: list[dict[str, str] | None] = []
         for row, value, is_empty in zip(values.index, values, empty):
             if is_empty:
                 out.append(None)

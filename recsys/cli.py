@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -26,8 +25,8 @@ state = State()
 
 @app.callback()
 def main(
-    profile: Optional[str] = typer.Option(None, help="local (embedded, default) or services (real servers)"),
-    config: Optional[Path] = typer.Option(None, help="TOML settings file; RECSYS_* variables override it"),
+    profile: str | None = typer.Option(None, help="local (embedded, default) or services (real servers)"),
+    config: Path | None = typer.Option(None, help="TOML settings file; RECSYS_* variables override it"),
 ) -> None:
     state.settings = Settings.load(config_file=config, profile=profile)
 
@@ -54,7 +53,7 @@ def fetch_movielens() -> None:
 
 
 @app.command("import-movielens")
-def import_movielens(directory: Optional[Path] = typer.Argument(None, help="default: the data cache")) -> None:
+def import_movielens(directory: Path | None = typer.Argument(None, help="default: the data cache")) -> None:
     """Import a MovieLens directory (movies, links, ratings, tags) into every store."""
     from ingestion.movielens import MovieLensSource
 
@@ -92,7 +91,8 @@ def generate(
     seed: int = typer.Option(7), categories: int = typer.Option(20),
 ) -> None:
     """Write a synthetic dataset (power-law popularity, latent tastes, sessions)."""
-    from ingestion.synthetic import SyntheticConfig, generate as run
+    from ingestion.synthetic import SyntheticConfig
+    from ingestion.synthetic import generate as run
 
     config = SyntheticConfig(users=users, items=items, interactions=interactions, days=days, seed=seed,
                              categories=categories)

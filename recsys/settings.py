@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -116,7 +117,7 @@ class Settings(BaseSettings):
         return self.movielens_dir or self.data_path / "ml-latest-small"
 
     @classmethod
-    def load(cls, config_file: Path | None = None, **overrides: Any) -> "Settings":
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
         """Build the settings from a TOML file, then the environment, then explicit overrides."""
         values: dict[str, Any] = {}
         if config_file is not None:

@@ -87,7 +87,7 @@ class CatalogStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> "CatalogStore":
+    def __enter__(self) -> CatalogStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

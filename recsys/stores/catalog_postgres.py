@@ -13,9 +13,15 @@ from psycopg.types.json import Jsonb
 from recsys.errors import StoreUnavailableError
 from recsys.settings import PostgresSettings
 from recsys.stores.catalog import (
-    ITEM_COLUMNS, ITEM_METADATA_COLUMNS, ITEM_STAT_COLUMNS, ITEM_STATS_FRAME, ITEM_UPDATE_COLUMNS,
-    USER_COLUMNS, USER_UPDATE_COLUMNS, CatalogStore,
-    Recommendation, frame_rows,
+    ITEM_COLUMNS,
+    ITEM_METADATA_COLUMNS,
+    ITEM_STATS_FRAME,
+    ITEM_UPDATE_COLUMNS,
+    USER_COLUMNS,
+    USER_UPDATE_COLUMNS,
+    CatalogStore,
+    Recommendation,
+    frame_rows,
 )
 
 
@@ -64,7 +70,8 @@ class PostgresCatalogStore(CatalogStore):
                 copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in row])
         self._db.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(f'{c} = COALESCE(EXCLUDED.{c}, {table}.{c})' for c in updates)}"
+            f"ON CONFLICT ({key}) DO UPDATE SET "
+            + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, {table}.{c})" for c in updates)
         )
 
     def _update_stats(self, stats: pd.DataFrame) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,15 @@ from typing import Any
 import pandas as pd
 
 from recsys.stores.catalog import (
-    ITEM_COLUMNS, ITEM_METADATA_COLUMNS, ITEM_STAT_COLUMNS, ITEM_STATS_FRAME, ITEM_UPDATE_COLUMNS,
-    USER_COLUMNS, USER_UPDATE_COLUMNS, CatalogStore,
-    Recommendation, frame_rows,
+    ITEM_COLUMNS,
+    ITEM_METADATA_COLUMNS,
+    ITEM_STATS_FRAME,
+    ITEM_UPDATE_COLUMNS,
+    USER_COLUMNS,
+    USER_UPDATE_COLUMNS,
+    CatalogStore,
+    Recommendation,
+    frame_rows,
 )
 
 _JSON_COLUMNS = {"tags", "content_features", "preferred_categories"}
@@ -48,8 +54,8 @@ def _from_db(column: str, value: Any) -> Any:
 
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class SqliteCatalogStore(CatalogStore):

@@ -7,8 +7,9 @@ both checked by the same contract test. Writes are idempotent by ``event_id``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import datetime, timedelta, timezone
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ def to_millis(event_time: pd.Series) -> np.ndarray:
 
 
 def from_millis(millis: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(millis))
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(millis))
 
 
 def chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
@@ -92,7 +93,7 @@ class InteractionStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> "InteractionStore":
+    def __enter__(self) -> InteractionStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

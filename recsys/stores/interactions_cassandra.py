@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
-from cassandra.policies import DCAwareRoundRobinPolicy
 from cassandra.concurrent import execute_concurrent
+from cassandra.policies import DCAwareRoundRobinPolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from recsys.errors import StoreUnavailableError
 from recsys.events import context_to_json
 from recsys.settings import CassandraSettings
 from recsys.stores.interactions import (
-    InteractionStore, buckets_between, context_with_value, item_frame, split_value, time_buckets,
-    to_millis, user_frame,
+    InteractionStore,
+    buckets_between,
+    context_with_value,
+    item_frame,
+    split_value,
+    time_buckets,
+    to_millis,
+    user_frame,
 )
 
 #: Rows per unlogged batch; every batch holds one partition, so it is one mutation on the server.

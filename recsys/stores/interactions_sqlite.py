@@ -12,8 +12,15 @@ import pandas as pd
 
 from recsys.events import context_to_json
 from recsys.stores.interactions import (
-    Bucket, InteractionStore, context_with_value, from_millis, item_frame, split_value, time_buckets,
-    to_millis, user_frame,
+    Bucket,
+    InteractionStore,
+    context_with_value,
+    from_millis,
+    item_frame,
+    split_value,
+    time_buckets,
+    to_millis,
+    user_frame,
 )
 
 

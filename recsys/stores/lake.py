@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -77,7 +77,7 @@ class Lake:
         latest = self._latest_snapshot_dir(name)
         if latest is not None and (latest / "_digest").read_text() == digest:
             return False
-        stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
         target = self.catalog_path / name / f"snapshot={stamp}"
         _atomic_write(table, target / f"{name}.parquet")
         (target / "_digest").write_text(digest)

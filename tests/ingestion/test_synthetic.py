@@ -52,7 +52,8 @@ def test_users_follow_their_ground_truth_taste(dataset: Path) -> None:
     events = pd.read_parquet(dataset / "interactions")
     items = pd.read_parquet(dataset / "items.parquet").set_index("item_id")
     truth = pd.read_parquet(dataset / "ground_truth" / "user_tastes.parquet").set_index("user_id")
-    views = events[events["action_type"] == "view"].assign(category=lambda f: items.loc[f["item_id"], "category"].values)
+    views = events[events["action_type"] == "view"]
+    views = views.assign(category=items.loc[views["item_id"], "category"].to_numpy())
     active = views["user_id"].value_counts().loc[lambda c: c >= 30].index
     top = views[views["user_id"].isin(active)].groupby("user_id")["category"].agg(lambda c: c.mode().iloc[0])
     agreement = (top == truth.loc[top.index, "favourite_category"]).mean()

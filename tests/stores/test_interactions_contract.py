@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from recsys.events import INTERACTION_COLUMNS
 from recsys.stores import InteractionStore
 
-T0 = datetime(2024, 1, 31, 23, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
 
 
 def events(rows: list[tuple[str, str, str, datetime, str]], **columns: list[object]) -> pd.DataFrame:
