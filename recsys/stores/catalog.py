@@ -94,6 +94,15 @@ class CatalogStore(ABC):
         self.close()
 
 
+def on_conflict(table: str, key: str, updates: tuple[str, ...]) -> str:
+    """The upsert clause both SQL backends share: a null in the new row keeps the stored value."""
+    if not updates:
+        return f"ON CONFLICT ({key}) DO NOTHING"
+    return f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(
+        f"{c} = COALESCE(excluded.{c}, {table}.{c})" for c in updates
+    )
+
+
 def frame_rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """Rows of a catalog frame as tuples of Python values (NaN and NaT become None)."""
     present = frame.reindex(columns=list(columns))

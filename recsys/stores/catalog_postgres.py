@@ -22,6 +22,7 @@ from recsys.stores.catalog import (
     CatalogStore,
     Recommendation,
     frame_rows,
+    on_conflict,
 )
 
 
@@ -70,8 +71,7 @@ class PostgresCatalogStore(CatalogStore):
                 copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in row])
         self._db.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
-            f"ON CONFLICT ({key}) DO UPDATE SET "
-            + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, {table}.{c})" for c in updates)
+            + on_conflict(table, key, updates)
         )
 
     def _update_stats(self, stats: pd.DataFrame) -> None:

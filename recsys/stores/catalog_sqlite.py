@@ -21,6 +21,7 @@ from recsys.stores.catalog import (
     CatalogStore,
     Recommendation,
     frame_rows,
+    on_conflict,
 )
 
 _JSON_COLUMNS = {"tags", "content_features", "preferred_categories"}
@@ -103,7 +104,7 @@ class SqliteCatalogStore(CatalogStore):
         ]
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT({key}) DO UPDATE SET {', '.join(f'{c}=COALESCE(excluded.{c}, {c})' for c in updates)}"
+            + on_conflict(table, key, updates)
         )
         self._db.executemany(sql, rows)
 

@@ -99,3 +99,11 @@ def test_precomputed_recommendations_replace_and_expire(catalog: CatalogStore) -
     assert catalog.get_recommendations("u1", "homepage", T0 + timedelta(hours=2)) == []
     assert catalog.get_recommendations("u1", "similar", T0) == []
     assert catalog.counts()["precomputed_recommendations"] == 1
+
+
+def test_ids_alone_add_new_rows_and_leave_existing_ones(catalog: CatalogStore) -> None:
+    catalog.write(users=pd.DataFrame({"user_id": ["u1"], "language": ["fr"]}))
+    catalog.write(users=pd.DataFrame({"user_id": ["u1", "u2"]}))
+    u1, u2 = catalog.get_user("u1"), catalog.get_user("u2")
+    assert u1 is not None and u1["language"] == "fr"
+    assert u2 is not None and u2["is_new_user"] is True and u2["total_interactions"] == 0
