@@ -70,6 +70,14 @@ class CassandraSettings(_Section):
     heap: str = Field("1G", description="JVM heap of the project's own node (infra/)")
 
 
+class FeatureStoreSettings(_Section):
+    repo_path: Path = ROOT_DIR / "feature_repo"
+    project: str = Field("recsys", description="Feast project; keys in the online store are scoped by it")
+    services_yaml: Path = ROOT_DIR / "infra" / "feast" / "feature_store.yaml"
+    spark_master: str = "local[2]"
+    snapshot_cadence_days: int = 1
+
+
 class Settings(BaseSettings):
     """Everything a component needs to find its data and servers."""
 
@@ -86,6 +94,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
+    features: FeatureStoreSettings = FeatureStoreSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -111,6 +120,11 @@ class Settings(BaseSettings):
     def embedded_path(self) -> Path:
         """Where the `local` profile keeps its embedded stores."""
         return self.data_path / "embedded"
+
+    @property
+    def feature_data_path(self) -> Path:
+        """Where the Spark job writes the tables the Feast file sources read."""
+        return self.features.repo_path / "data" / "features"
 
     @property
     def movielens_path(self) -> Path:

@@ -99,7 +99,7 @@ def _unique_events(table: pa.Table) -> pa.Table:
         return table
     indexed = table.append_column("_row", pa.array(range(table.num_rows)))
     first = indexed.group_by("event_id").aggregate([("_row", "min")])["_row_min"]
-    return table.take(pc.sort_indices(first))
+    return table.take(pc.take(first, pc.sort_indices(first)))
 
 
 def _atomic_write(table: pa.Table, target: Path) -> None:
