@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +39,26 @@ def open_feature_store(settings: Settings) -> FeatureStore:
     return FeatureStore(repo_path=str(settings.features.repo_path), config=repo_config(settings))
 
 
+@contextmanager
+def inside_repo(repo_path: Path | str) -> Iterator[None]:
+    """Run with the feature repository as working directory and import path.
+
+    Feast imports the repository's files as top-level modules named after their paths from the
+    working directory, and its DuckDB offline store reads relative source paths from there too.
+    """
+    repo, here = str(repo_path), os.getcwd()
+    os.chdir(repo)
+    sys.path.insert(0, repo)
+    try:
+        yield
+    finally:
+        sys.path.remove(repo)
+        os.chdir(here)
+
+
 def apply_repo(settings: Settings) -> None:
     """`feast apply` for the profile: register the definitions and create the online tables."""
     from feast.repo_operations import apply_total
 
-    repo = str(settings.features.repo_path)
-    here = os.getcwd()
-    # Feast imports the repository's files as top-level modules named after their paths from the cwd.
-    os.chdir(repo)
-    sys.path.insert(0, repo)
-    try:
+    with inside_repo(settings.features.repo_path):
         apply_total(repo_config(settings), settings.features.repo_path, skip_source_validation=True)
-    finally:
-        sys.path.remove(repo)
-        os.chdir(here)

@@ -1,0 +1,1 @@
+"""Training: point-in-time training sets from Feast, and (next) the ranker."""
