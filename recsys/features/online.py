@@ -26,6 +26,8 @@ from feast.type_map import feast_value_type_to_python_type
 from recsys.features.service import MISSING, PRESENT, STALE, ServiceLayout, check_entity_rows, service_layout
 
 READ_BATCH = 1_000
+#: Feature values in `OnlineResponse.to_dict()` layout, and a status per value.
+Answer = tuple[dict[str, list[Any]], dict[str, list[str]]]
 
 
 @dataclass
@@ -95,29 +97,51 @@ class FastOnlineFeatures:
     # -- requests --------------------------------------------------------------------------------------
     def get(
         self, user_id: str, item_ids: list[str], request: dict[str, Any] | None = None
-    ) -> tuple[dict[str, list[Any]], dict[str, list[str]]]:
+    ) -> Answer:
         """Feature values (to_dict layout) and a status per value for one user and many items."""
         request = request or {}
-        n = len(item_ids)
         check_entity_rows(self.layout, [{"user_id": user_id, "item_id": "", **request}])
-        if time.monotonic() - self._refreshed_at > self.max_age_seconds:
-            self.refresh()
         now = pd.Timestamp(request.get("request_time") or pd.Timestamp.now(tz="UTC")).timestamp()
-        values: dict[str, list[Any]] = {"user_id": [user_id] * n, "item_id": list(item_ids)}
+        user_values, user_status, user_inputs = self._side(user_id, None, now)
+        item_values, item_status, item_inputs = self._side(None, item_ids, now)
+        n = len(item_ids)
+        values = {"user_id": [user_id] * n, "item_id": list(item_ids)}
+        values.update({k: v * n for k, v in user_values.items()})
+        values.update(item_values)
+        status = {k: v * n for k, v in user_status.items()}
+        status.update(item_status)
+        inputs = {**{k: v * n for k, v in user_inputs.items()}, **item_inputs}
+        self._on_demand(inputs, request, n, values, status)
+        return values, status
+
+    def user_features(self, user_id: str, now: float | None = None) -> Answer:
+        """The user's row of every user view the service reads: one online-store read per view."""
+        values, status, _ = self._side(user_id, None, now if now is not None else time.time())
+        return values, status
+
+    def item_features(self, item_ids: list[str], now: float | None = None) -> Answer:
+        """Rows of the item views for these items, from the in-process tables."""
+        values, status, _ = self._side(None, item_ids, now if now is not None else time.time())
+        return values, status
+
+    def _side(
+        self, user_id: str | None, item_ids: list[str] | None, now: float
+    ) -> tuple[dict[str, list[Any]], dict[str, list[str]], dict[str, list[Any]]]:
+        if item_ids is not None and time.monotonic() - self._refreshed_at > self.max_age_seconds:
+            self.refresh()
+        values: dict[str, list[Any]] = {}
         status: dict[str, list[str]] = {}
         inputs: dict[str, list[Any]] = {}
         for view, names in self._needed:
-            if self._is_user_view(view):
-                table = self._read(view, names, [user_id])
-                row, stamps = table.take([user_id])
-                columns = {k: v * n for k, v in row.items()}
-                stamps = np.repeat(stamps, n)
+            if self._is_user_view(view) != (user_id is not None):
+                continue
+            if user_id is not None:
+                columns, stamps = self._read(view, names, [user_id]).take([user_id])
             else:
-                columns, stamps = self._item_tables[view.name].take(item_ids)
+                columns, stamps = self._item_tables[view.name].take(item_ids or [])
             inputs.update(columns)
             self._collect(view, columns, stamps, now, values, status)
-        self._on_demand(inputs, request, n, values, status)
-        return values, status
+        return values, status, inputs
 
     def _collect(
         self, view: FeatureView, columns: dict[str, list[Any]], stamps: np.ndarray, now: float,
