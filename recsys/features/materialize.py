@@ -21,7 +21,8 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.online_stores.helpers import _mmh3
 from feast.utils import _convert_arrow_to_proto
 
-from recsys.features.encoding import encode_column, entity_keys, timestamps
+from recsys.features.encoding import encode_column, entity_keys, fixed_width_rows, timestamps
+from recsys.features.resp import RespConnection, bulk
 
 BATCH_ROWS = 5_000
 
@@ -107,24 +108,37 @@ def write_rows(store: FeatureStore, view: FeatureView, table: pa.Table) -> None:
 
 def _write_redis(store: FeatureStore, view: FeatureView, table: pa.Table) -> None:
     """HSET key {mmh3(view:feature): value, _ts:view: timestamp}, exactly as Feast's Redis store writes."""
-    from feast.infra.online_stores.redis import RedisOnlineStore
-
-    client = RedisOnlineStore()._get_client(store.config.online_store)
+    host, port, db = _redis_address(store.config.online_store.connection_string)
     suffix = store.project.encode("utf-8")
     version = store.config.entity_key_serialization_version
-    fields = [_mmh3(f"{view.name}:{feature.name}") for feature in view.features]
-    ts_field = f"_ts:{view.name}"
-    for start in range(0, table.num_rows, BATCH_ROWS):
-        batch = table.slice(start, BATCH_ROWS)
-        keys = entity_keys(view, batch, version)
-        stamps = timestamps(batch.column(_timestamp_field(view)))
-        columns = [encode_column(batch.column(f.name), f.dtype.to_value_type()) for f in view.features]
-        with client.pipeline(transaction=False) as pipe:
-            for row, key in enumerate(keys):
-                mapping = {field: column[row] for field, column in zip(fields, columns)}
-                mapping[ts_field] = stamps[row]
-                pipe.hset(key + suffix, mapping=mapping)
-            pipe.execute()
+    fields = [bulk(_mmh3(f"{view.name}:{feature.name}")) for feature in view.features]
+    ts_field = bulk(f"_ts:{view.name}".encode())
+    types = [(f.name, f.dtype.to_value_type()) for f in view.features]
+    connection = RespConnection(host, port, db)
+    try:
+        for start in range(0, table.num_rows, BATCH_ROWS):
+            batch = table.slice(start, BATCH_ROWS)
+            keys = entity_keys(view, batch, version)
+            stamps = [ts_field + bulk(s) for s in timestamps(batch.column(_timestamp_field(view)))]
+            fixed: list[bytes | None] = fixed_width_rows(batch, types, fields) or [None] * batch.num_rows
+            columns: list[list[bytes]] | None = None
+            rows = []
+            for row, (key, stamp, payload) in enumerate(zip(keys, stamps, fixed)):
+                if payload is None:  # a null value, or not all floats: encode this row value by value
+                    columns = columns or [[bulk(v) for v in encode_column(batch.column(n), t)] for n, t in types]
+                    payload = b"".join(part for pair in zip(fields, (c[row] for c in columns)) for part in pair)
+                rows.append((key + suffix, 2 * len(fields) + 2, payload + stamp))
+            connection.hset_many(rows)
+    finally:
+        connection.close()
+
+
+def _redis_address(connection_string: str) -> tuple[str, int, int]:
+    """host, port and db from Feast's "host:port,db=N,..." connection string."""
+    address, *options = connection_string.split(",")
+    host, _, port = address.partition(":")
+    settings = dict(option.split("=", 1) for option in options if "=" in option)
+    return host, int(port or 6379), int(settings.get("db", 0))
 
 
 def _timestamp_field(view: FeatureView) -> str:

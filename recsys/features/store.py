@@ -29,7 +29,8 @@ def repo_config(settings: Settings) -> RepoConfig:
     if settings.profile == "services":
         redis = settings.redis
         raw["online_store"]["connection_string"] = f"{redis.host}:{redis.port},db={redis.db}"
-        raw["batch_engine"].setdefault("spark_conf", {})["spark.master"] = settings.features.spark_master
+        if isinstance(raw.get("batch_engine"), dict):
+            raw["batch_engine"].setdefault("spark_conf", {})["spark.master"] = settings.features.spark_master
     config = RepoConfig(**raw)
     config.repo_path = repo
     return config
