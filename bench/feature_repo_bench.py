@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,13 +29,13 @@ item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING)
 def view(name, entity):
     source = FileSource(name=f"{name}_source", path=f"data/{name}/part-0.parquet", timestamp_field="event_timestamp")
     return FeatureView(name=name, entities=[entity], ttl=timedelta(days=3650), source=source, online=True,
-                       schema=[Field(name=f"f{k}", dtype=Float64) for k in range(%d)])
+                       schema=[Field(name=f"f{k}", dtype=Float64) for k in range(FEATURES)])
 
 
 user_bench = view("user_bench", user)
 item_bench = view("item_bench", item)
 bench_v1 = FeatureService(name="bench_v1", features=[user_bench, item_bench])
-''' % FEATURES
+'''.replace("FEATURES", str(FEATURES))
 
 
 def build_repo(settings: Settings, rows: int, name: str = "feature_repo") -> Settings:
@@ -47,7 +46,7 @@ def build_repo(settings: Settings, rows: int, name: str = "feature_repo") -> Set
     (repo / "definitions.py").write_text(DEFINITIONS)
     (repo / "feature_store.yaml").write_text(
         "project: bench\nprovider: local\nregistry: data/registry.db\n"
-        "online_store:\n  type: redis\n  connection_string: 127.0.0.1:6379\n"
+        f"online_store:\n  type: redis\n  connection_string: {settings.redis.host}:{settings.redis.port}\n"
         "offline_store:\n  type: duckdb\nentity_key_serialization_version: 3\n"
     )
     rng = np.random.default_rng(0)

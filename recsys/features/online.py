@@ -94,6 +94,13 @@ class FastOnlineFeatures:
         table.timestamps = np.array([ts.timestamp() if ts else np.nan for ts, _ in raw], dtype="float64")
         return table
 
+    def _read_one(self, view: FeatureView, names: list[str], key: str) -> tuple[dict[str, list[Any]], np.ndarray]:
+        """One entity's row straight from the online store: a single read, no table."""
+        entity_key = EntityKeyProto(join_keys=[view.entity_columns[0].name], entity_values=[ValueProto(string_val=key)])
+        ((stamp, values),) = self._provider.online_read(self.store.config, view, [entity_key], names)
+        columns = {name: [_decode(values, name)] for name in names}
+        return columns, np.array([stamp.timestamp() if stamp else np.nan])
+
     # -- requests --------------------------------------------------------------------------------------
     def get(
         self, user_id: str, item_ids: list[str], request: dict[str, Any] | None = None
@@ -136,7 +143,7 @@ class FastOnlineFeatures:
             if self._is_user_view(view) != (user_id is not None):
                 continue
             if user_id is not None:
-                columns, stamps = self._read(view, names, [user_id]).take([user_id])
+                columns, stamps = self._read_one(view, names, user_id)
             else:
                 columns, stamps = self._item_tables[view.name].take(item_ids or [])
             inputs.update(columns)
