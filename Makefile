@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test test-local services-up services-down services-status lint bench clean
+.PHONY: install demo features test test-local services-up services-down services-status lint bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ install: $(INSTALLED)
 
 demo: install
 	$(BIN)/recsys --profile local demo
+
+# Rebuild the feature tables from the lake, apply the Feast repository and materialize (PROFILE=services for Redis).
+PROFILE ?= local
+features: install
+	$(BIN)/recsys --profile $(PROFILE) build-features
+	$(BIN)/recsys --profile $(PROFILE) feast-apply
+	$(BIN)/recsys --profile $(PROFILE) materialize
 
 services-up: install
 	bash infra/services.sh up
@@ -34,12 +41,14 @@ test-local: install
 	$(BIN)/pytest -ra -m "not services"
 
 lint: install
-	$(BIN)/ruff check recsys ingestion tests bench
-	$(BIN)/mypy recsys ingestion
+	$(BIN)/ruff check recsys ingestion training tests bench
+	$(BIN)/mypy recsys ingestion training
 
 bench: install services-up
-	$(BIN)/python bench/import_throughput.py
-	$(BIN)/python bench/generator_throughput.py
+	$(BIN)/python -m bench.import_throughput
+	$(BIN)/python -m bench.generator_throughput
+	$(BIN)/python -m bench.materialize_throughput
+	$(BIN)/python -m bench.online_latency
 
 clean:
 	bash infra/services.sh down || true

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -14,6 +16,7 @@ from recsys.stores import open_catalog, open_interactions, open_lake
 
 app = typer.Typer(help="Feature-store-centric recommendation platform.", no_args_is_help=True, add_completion=False)
 out = Console()
+err = Console(stderr=True)
 
 
 class State:
@@ -100,6 +103,74 @@ def generate(
     out.print(f"wrote {written:,} interactions, {items:,} items, {users:,} users to {out_dir}")
 
 
+@app.command("build-features")
+def build_features(
+    as_of: datetime | None = typer.Option(None, help="last moment to build up to (default: last event)"),
+) -> None:
+    """Spark: lake + catalog -> point-in-time feature tables under feature_repo/data/features."""
+    from recsys.features.engineering import FeatureJobConfig, run_feature_job
+
+    settings = state.settings
+    config = FeatureJobConfig(
+        lake=settings.lake_path, output=settings.feature_data_path, master=settings.features.spark_master,
+        cadence_days=settings.features.snapshot_cadence_days,
+        as_of=as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else None,
+    )
+    started = time.perf_counter()
+    written = run_feature_job(config, progress=lambda message: err.print(f"[spark] {message}"))
+    out.print(", ".join(f"{table} {rows:,} rows" for table, rows in written.items())
+              + f" in {time.perf_counter() - started:.1f}s")
+
+
+@app.command("feast-apply")
+def feast_apply() -> None:
+    """`feast apply` for the current profile (SQLite online store for local, Redis for services)."""
+    from recsys.features.store import apply_repo
+
+    apply_repo(state.settings)
+    out.print(f"feature repository applied ({state.settings.profile} profile)")
+
+
+@app.command()
+def materialize(
+    end: datetime | None = typer.Option(None, help="materialize up to this moment (default: now)"),
+) -> None:
+    """Latest feature values into the online store, incrementally from the last run."""
+    from recsys.features.materialize import materialize as run
+    from recsys.features.store import open_feature_store
+
+    reports = run(open_feature_store(state.settings), end=end.replace(tzinfo=end.tzinfo or UTC) if end else None,
+                  progress=lambda message: err.print(f"[materialize] {message}"))
+    total = sum(r.rows for r in reports)
+    seconds = sum(r.seconds for r in reports)
+    out.print(f"materialized {total:,} rows in {seconds:.2f}s ({total / seconds if seconds else 0:,.0f} rows/s)")
+
+
+@app.command("training-set")
+def training_set(
+    out_file: Path = typer.Argument(..., help="Parquet file to write"),
+    service: str = typer.Option("ranker_v1", help="feature service"),
+    limit: int = typer.Option(20_000, help="most recent rated events to label"),
+) -> None:
+    """Point-in-time training set: recent `rate` events (label: rating >= 4) with their features."""
+    import pyarrow.compute as pc
+
+    from recsys.features.store import open_feature_store
+    from training.training_set import build_training_set
+
+    settings = state.settings
+    rated = open_lake(settings).interactions(filter=pc.field("action_type") == "rate").to_pandas()
+    rated = rated.sort_values("event_time").tail(limit)
+    labelled = rated.rename(columns={"event_time": "event_timestamp"})[["user_id", "item_id", "event_timestamp"]]
+    labelled["label"] = (rated["value"] >= 4).astype("int64").to_numpy()
+    result = build_training_set(open_feature_store(settings), labelled, service)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    result.frame.join(result.status.add_prefix("status__")).to_parquet(out_file, index=False)
+    present = (result.status == "present").mean().mean()
+    out.print(f"{len(result.frame):,} rows x {len(result.status.columns)} features of {service} -> {out_file} "
+              f"({present:.0%} of values present, the rest typed defaults)")
+
+
 @app.command()
 def summary() -> None:
     """Row counts in every store."""
@@ -108,11 +179,34 @@ def summary() -> None:
 
 @app.command()
 def demo() -> None:
-    """The main job on the current profile: fetch ml-latest-small, migrate, import, summarise."""
+    """The main job: fetch ml-latest-small, import it, build features, apply, materialize, read them back."""
     fetch_movielens()
     migrate()
     import_movielens(None)
     _print_summary(state.settings)
+    build_features(None)
+    feast_apply()
+    materialize(None)
+    training_set(state.settings.data_path / "training" / "ranker_v1.parquet", "ranker_v1", 20_000)
+    _print_online_sample(state.settings)
+
+
+def _print_online_sample(settings: Settings) -> None:
+    """A few ranker features for one user and three items, read by the fast online path."""
+    from recsys.features.online import FastOnlineFeatures
+    from recsys.features.store import open_feature_store
+
+    fast = FastOnlineFeatures(open_feature_store(settings), "ranker_v1")
+    items = ["1", "318", "2571"]
+    values, status = fast.get("1", items, {"request_time": datetime.now(UTC), "device": "web"})
+    table = Table(title="ranker_v1 online features, user 1")
+    table.add_column("feature")
+    for item in items:
+        table.add_column(f"item {item}", justify="right")
+    for name in ("user_features__interactions_total", "item_features__avg_rating", "item_features__category",
+                 "user_item_features__user_category_affinity", "user_item_features__item_age_days"):
+        table.add_row(name, *[f"{v:.2f}" if isinstance(v, float) else str(v) for v in values[name]])
+    out.print(table)
 
 
 def _print_summary(settings: Settings) -> None:
