@@ -45,7 +45,7 @@ def test_catalog_snapshots_are_written_only_when_content_changes(tmp_path: Path)
 
 def test_a_batch_with_repeated_ids_keeps_the_first_of_each(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    batch = frame(["z", "y", "z", "x", "y"], ["2024-01-01T00:00:0%dZ" % k for k in range(5)])
+    batch = frame(["z", "y", "z", "x", "y"], [f"2024-01-01T00:00:0{k}Z" for k in range(5)])
     assert lake.write_interactions(batch) == 3
     table = lake.interactions().to_pandas().set_index("event_id")
     assert table.loc["z", "event_time"] == pd.Timestamp("2024-01-01T00:00:00Z")
