@@ -186,20 +186,32 @@ def demo() -> None:
     _print_summary(state.settings)
     build_features(None)
     feast_apply()
-    materialize(None)
+    # ml-latest-small ends in 2018: materialize and read "as of" the end of the data, not today.
+    user, as_of = _newest_user(state.settings)
+    materialize(as_of)
     training_set(state.settings.data_path / "training" / "ranker_v1.parquet", "ranker_v1", 20_000)
-    _print_online_sample(state.settings)
+    _print_online_sample(state.settings, user, as_of)
 
 
-def _print_online_sample(settings: Settings) -> None:
+def _newest_user(settings: Settings) -> tuple[str, datetime]:
+    """The user with the newest snapshot in the user feature table, and that snapshot's time."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(settings.feature_data_path / "user_features", format="parquet").to_table(
+        columns=["user_id", "event_timestamp"]).sort_by([("event_timestamp", "descending")])
+    newest = table.column("event_timestamp")[0].as_py()
+    return table.column("user_id")[0].as_py(), newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+
+
+def _print_online_sample(settings: Settings, user: str, as_of: datetime) -> None:
     """A few ranker features for one user and three items, read by the fast online path."""
     from recsys.features.online import FastOnlineFeatures
     from recsys.features.store import open_feature_store
 
     fast = FastOnlineFeatures(open_feature_store(settings), "ranker_v1")
     items = ["1", "318", "2571"]
-    values, status = fast.get("1", items, {"request_time": datetime.now(UTC), "device": "web"})
-    table = Table(title="ranker_v1 online features, user 1")
+    values, _ = fast.get(user, items, {"request_time": as_of, "device": "web"})
+    table = Table(title=f"ranker_v1 online features of user {user} as of {as_of:%Y-%m-%d} (fast path)")
     table.add_column("feature")
     for item in items:
         table.add_column(f"item {item}", justify="right")

@@ -79,8 +79,9 @@ def _age_of_latest_row(store: FeatureStore, view: FeatureView, events: pd.DataFr
     path = FileSource.get_uri_for_file_path(store.repo_path, source.path)
     rows = pd.read_parquet(path, columns=[key, source.timestamp_field]).rename(
         columns={source.timestamp_field: "_row_time"})
-    rows["_row_time"] = pd.to_datetime(rows["_row_time"], utc=True)
+    rows["_row_time"] = pd.to_datetime(rows["_row_time"], utc=True).astype("datetime64[ns, UTC]")
     probe = events[[key, "event_timestamp"]].assign(_order=np.arange(len(events)))
+    probe["event_timestamp"] = probe["event_timestamp"].astype("datetime64[ns, UTC]")
     merged = pd.merge_asof(
         probe.sort_values("event_timestamp"), rows.sort_values("_row_time"),
         left_on="event_timestamp", right_on="_row_time", by=key, direction="backward",
