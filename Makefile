@@ -7,10 +7,11 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: install demo features test test-local services-up services-down services-status lint bench clean
 
-$(INSTALLED): pyproject.toml
+# constraints.txt pins every transitive package to the set the tests ran with.
+$(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
