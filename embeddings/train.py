@@ -1,0 +1,189 @@
+"""Training the two-tower model on the lake, and exporting its user and item vectors.
+
+A checkpoint stores the model's config, weights, vocabulary and the data window it was trained on
+(nanoGPT style), so the model and every artifact built from it can be rebuilt and described.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from embeddings.stream import InteractionStream, frame_tables, lake_days
+from embeddings.two_tower import TwoTower, TwoTowerConfig
+from embeddings.vocabulary import MAX_TAGS, MAX_WORDS, Vocabulary
+from recsys.errors import InvalidInputError
+from recsys.stores.lake import Lake
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    history: int = 20
+    dim: int = 128
+    shuffle_buffer: int = 50_000
+    seed: int = 7
+    threads: int = 2
+    until: datetime | None = None  # train on events before this moment (a temporal split)
+
+
+@dataclass
+class Trained:
+    model: TwoTower
+    vocab: Vocabulary
+    content: dict[str, np.ndarray]
+    losses: list[float]
+    examples_per_second: float
+    data_start: datetime
+    data_end: datetime
+    version: str
+
+
+def content_by_index(vocab: Vocabulary, items: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Item content arrays whose row k is the item with vocabulary index k (row 0: unknown)."""
+    ordered = items.assign(_idx=items["item_id"].map(vocab.items)).dropna(subset=["_idx"]).sort_values("_idx")
+    content = vocab.item_content(ordered)
+    empty = {"item": np.zeros(1, np.int64), "category": np.zeros(1, np.int64),
+             "tags": np.zeros((1, MAX_TAGS), np.int64), "words": np.zeros((1, MAX_WORDS), np.int64)}
+    return {k: np.concatenate([empty[k], v]) for k, v in content.items()}
+
+
+def train(lake: Lake, config: TrainConfig, progress: Callable[[str], None] = print) -> Trained:
+    """Train on the lake's interactions (streamed a day at a time)."""
+    items = lake.latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError(f"no item catalog in the lake at {lake.root}; import data first")
+    events = lake.interactions(columns=["user_id", "event_time"])
+    return _train(items, events, lake_days(lake.root), config, progress)
+
+
+def train_frame(
+    items: pd.DataFrame, frame: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] = print
+) -> Trained:
+    """Train on an in-memory frame of (user_id, item_id, event_time) rows, e.g. an evaluation split."""
+    events = pa.Table.from_pandas(frame[["user_id", "event_time"]], preserve_index=False)
+    return _train(items, events, frame_tables(frame), config, progress)
+
+
+def _train(
+    items: pd.DataFrame, events: pa.Table, tables: Callable[[], Iterator[pa.Table]], config: TrainConfig,
+    progress: Callable[[str], None],
+) -> Trained:
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    if config.until is not None:
+        events = events.filter(pc.less(events["event_time"], config.until))
+    if events.num_rows == 0:
+        raise InvalidInputError("no interactions to train on")
+    vocab = Vocabulary.build(pd.Series(pc.unique(events["user_id"]).to_pylist()), items)
+    content = content_by_index(vocab, items)
+    model = TwoTower(TwoTowerConfig(
+        n_users=len(vocab.users), n_items=len(vocab.items), n_categories=len(vocab.categories),
+        n_tags=len(vocab.tags), n_words=len(vocab.words), dim=config.dim, history=config.history,
+    ))
+    stream = InteractionStream(tables, vocab, content, history=config.history, batch_size=config.batch_size,
+                               shuffle_buffer=config.shuffle_buffer, seed=config.seed, until=config.until)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    losses, examples, started = [], 0, time.perf_counter()
+    model.train()
+    for epoch in range(config.epochs):
+        epoch_losses = []
+        for batch in stream:
+            users = model.users(batch["user"], batch["history"])
+            vectors = model.items(batch["item"], batch["category"], batch["tags"], batch["words"])
+            loss = model.loss(users, vectors, batch["item"])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            epoch_losses.append(loss.item())
+            examples += len(batch["item"])
+        losses += epoch_losses
+        rate = examples / (time.perf_counter() - started)
+        progress(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(epoch_losses):.3f}, {rate:,.0f} examples/s")
+    model.eval()
+    times = pc.min_max(events["event_time"])
+    start, end = times["min"].as_py(), times["max"].as_py()
+    return Trained(model, vocab, content, losses, examples / (time.perf_counter() - started), start, end,
+                   version=f"two-tower-{end:%Y%m%d}-s{config.seed}")
+
+
+@torch.no_grad()
+def item_vectors(trained: Trained, items: pd.DataFrame, batch: int = 8192) -> np.ndarray:
+    """Unit vectors of these catalog items (unknown ids embed through their content alone)."""
+    content = trained.vocab.item_content(items)
+    out = []
+    for start in range(0, len(items), batch):
+        part = {k: torch.from_numpy(v[start:start + batch]) for k, v in content.items()}
+        out.append(trained.model.items(part["item"], part["category"], part["tags"], part["words"]).numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, trained.model.config.dim), np.float32)
+
+
+@torch.no_grad()
+def user_vectors(trained: Trained, users: list[str], histories: list[list[str]]) -> np.ndarray:
+    """Unit vectors of users from their ids and recent items (newest last)."""
+    size = trained.model.config.history
+    history = np.zeros((len(users), size), dtype=np.int64)
+    for row, seen in enumerate(histories):
+        indexes = [trained.vocab.items.get(i, 0) for i in seen][-size:]
+        if indexes:
+            history[row, -len(indexes):] = indexes
+    ids = torch.tensor([trained.vocab.users.get(u, 0) for u in users], dtype=torch.int64)
+    return trained.model.users(ids, torch.from_numpy(history)).numpy().astype(np.float32)
+
+
+def save(trained: Trained, folder: Path) -> None:
+    """Checkpoint: config, weights, vocabulary, data window, version, and the loss curve (JSON + PNG)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": trained.model.config.as_dict(), "state": trained.model.state_dict()}, folder / "model.pt")
+    trained.vocab.save(folder / "vocabulary.json")
+    meta = {"version": trained.version, "data_start": trained.data_start.isoformat(),
+            "data_end": trained.data_end.isoformat(), "examples_per_second": trained.examples_per_second,
+            "losses": trained.losses}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    plot_losses(trained.losses, folder / "loss.png")
+
+
+def load(folder: Path, items: pd.DataFrame) -> Trained:
+    checkpoint = torch.load(folder / "model.pt", weights_only=True)
+    model = TwoTower(TwoTowerConfig(**checkpoint["config"]))
+    model.load_state_dict(checkpoint["state"])
+    model.eval()
+    vocab = Vocabulary.load(folder / "vocabulary.json")
+    meta = json.loads((folder / "meta.json").read_text())
+    return Trained(model, vocab, content_by_index(vocab, items), meta["losses"], meta["examples_per_second"],
+                   datetime.fromisoformat(meta["data_start"]), datetime.fromisoformat(meta["data_end"]),
+                   meta["version"])
+
+
+def plot_losses(losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(losses, linewidth=0.6, alpha=0.5, label="batch")
+    window = max(1, len(losses) // 50)
+    axis.plot(np.convolve(losses, np.ones(window) / window, mode="valid"), label=f"mean of {window}")
+    axis.set_xlabel("step")
+    axis.set_ylabel("in-batch softmax loss")
+    axis.set_title("two-tower training")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+__all__ = ["TrainConfig", "Trained", "train_frame", "item_vectors", "load", "save", "train", "user_vectors"]
