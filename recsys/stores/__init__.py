@@ -10,6 +10,7 @@ from recsys.settings import Settings
 from recsys.stores.catalog import CatalogStore
 from recsys.stores.interactions import InteractionStore
 from recsys.stores.lake import Lake
+from recsys.stores.vectors import RedisUserVectorStore, SqliteUserVectorStore, UserVectorStore
 
 
 def open_catalog(settings: Settings) -> CatalogStore:
@@ -32,8 +33,17 @@ def open_interactions(settings: Settings) -> InteractionStore:
     return SqliteInteractionStore(settings.embedded_path / "interactions.sqlite", settings.cassandra.item_bucket)
 
 
+def open_user_vectors(settings: Settings) -> UserVectorStore:
+    if settings.profile == "services":
+        return RedisUserVectorStore(settings.redis)
+    return SqliteUserVectorStore(settings.embedded_path / "user_vectors.sqlite")
+
+
 def open_lake(settings: Settings) -> Lake:
     return Lake(settings.lake_path)
 
 
-__all__ = ["CatalogStore", "InteractionStore", "Lake", "open_catalog", "open_interactions", "open_lake"]
+__all__ = [
+    "CatalogStore", "InteractionStore", "Lake", "UserVectorStore", "open_catalog", "open_interactions", "open_lake",
+    "open_user_vectors",
+]
