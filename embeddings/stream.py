@@ -110,4 +110,5 @@ class InteractionStream(IterableDataset[Batch]):
             "category": self.content["category"][items],
             "tags": self.content["tags"][items],
             "words": self.content["words"][items],
+            **({"log_q": self.content["log_q"][items]} if "log_q" in self.content else {}),
         }

@@ -65,7 +65,7 @@ def train(lake: Lake, config: TrainConfig, progress: Callable[[str], None] = pri
     items = lake.latest_snapshot("items")
     if items is None:
         raise InvalidInputError(f"no item catalog in the lake at {lake.root}; import data first")
-    events = lake.interactions(columns=["user_id", "event_time"])
+    events = lake.interactions(columns=["user_id", "item_id", "event_time"])
     return _train(items, events, lake_days(lake.root), config, progress)
 
 
@@ -73,7 +73,7 @@ def train_frame(
     items: pd.DataFrame, frame: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] = print
 ) -> Trained:
     """Train on an in-memory frame of (user_id, item_id, event_time) rows, e.g. an evaluation split."""
-    events = pa.Table.from_pandas(frame[["user_id", "event_time"]], preserve_index=False)
+    events = pa.Table.from_pandas(frame[["user_id", "item_id", "event_time"]], preserve_index=False)
     return _train(items, events, frame_tables(frame), config, progress)
 
 
@@ -87,8 +87,10 @@ def _train(
         events = events.filter(pc.less(events["event_time"], config.until))
     if events.num_rows == 0:
         raise InvalidInputError("no interactions to train on")
+    item_counts = events.group_by("item_id").aggregate([("item_id", "count")]).to_pandas()
     vocab = Vocabulary.build(pd.Series(pc.unique(events["user_id"]).to_pylist()), items)
     content = content_by_index(vocab, items)
+    content["log_q"] = _log_q(vocab, item_counts, len(content["item"]))
     model = TwoTower(TwoTowerConfig(
         n_users=len(vocab.users), n_items=len(vocab.items), n_categories=len(vocab.categories),
         n_tags=len(vocab.tags), n_words=len(vocab.words), dim=config.dim, history=config.history,
@@ -103,7 +105,7 @@ def _train(
         for batch in stream:
             users = model.users(batch["user"], batch["history"])
             vectors = model.items(batch["item"], batch["category"], batch["tags"], batch["words"])
-            loss = model.loss(users, vectors, batch["item"])
+            loss = model.loss(users, vectors, batch["item"], batch.get("log_q"))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -117,6 +119,14 @@ def _train(
     start, end = times["min"].as_py(), times["max"].as_py()
     return Trained(model, vocab, content, losses, examples / (time.perf_counter() - started), start, end,
                    version=f"two-tower-{end:%Y%m%d}-s{config.seed}")
+
+
+def _log_q(vocab: Vocabulary, counts: pd.DataFrame, size: int) -> np.ndarray:
+    """log of each item's share of training events, by vocabulary index (unseen items: one event)."""
+    share = np.ones(size, dtype=np.float32)
+    index = counts["item_id"].map(vocab.items).fillna(0).astype(int).to_numpy()
+    share[index] += counts["item_id_count"].to_numpy(dtype=np.float32)
+    return np.log(share / share.sum()).astype(np.float32)
 
 
 @torch.no_grad()

@@ -67,13 +67,18 @@ class TwoTower(nn.Module):
         parts = [self.item_id(item), self.category(category), self.tags(tags), self.words(words)]
         return F.normalize(self.item_mlp(torch.cat(parts, dim=-1)), dim=-1)
 
-    def loss(self, users: torch.Tensor, items: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, users: torch.Tensor, items: torch.Tensor, item_ids: torch.Tensor, log_q: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """In-batch softmax: each user's item is the positive, the batch's other items the negatives.
 
         A batch item equal to the positive is not a negative (masked), so popular items are not
-        pushed away from the users who chose them.
+        pushed away from the users who chose them. `log_q`, the log of each item's share of the
+        training events, corrects the bias of in-batch negatives towards popular items (logQ).
         """
         logits = users @ items.T / self.config.temperature
+        if log_q is not None:
+            logits = logits - log_q.unsqueeze(0)
         same = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
         logits = logits.masked_fill(same & ~torch.eye(len(item_ids), dtype=torch.bool, device=logits.device), -1e9)
         return F.cross_entropy(logits, torch.arange(len(item_ids), device=logits.device))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recsys.errors import RecsysError
+from recsys.errors import InvalidInputError, RecsysError
 from recsys.settings import Settings
 from recsys.stores import open_catalog, open_interactions, open_lake
 
@@ -169,6 +169,26 @@ def training_set(
     present = (result.status == "present").mean().mean()
     out.print(f"{len(result.frame):,} rows x {len(result.status.columns)} features of {service} -> {out_file} "
               f"({present:.0%} of values present, the rest typed defaults)")
+
+
+@app.command()
+def evaluate(
+    out_dir: Path | None = typer.Option(None, help="where the table and plot go (default: data dir/evaluation)"),
+    epochs: int = typer.Option(5, help="two-tower training epochs"),
+    users_sample: int | None = typer.Option(None, help="evaluate a seeded sample of users"),
+) -> None:
+    """Offline evaluation on a per-user temporal split: our candidates beside popularity, item-kNN, EASE, ALS."""
+    from embeddings.train import TrainConfig
+    from training.candidate_eval import MergedCandidates, TwoTowerANN
+    from training.evaluation import run_evaluation
+
+    settings = state.settings
+    items = open_lake(settings).latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError("no item catalog in the lake; import data first")
+    config = TrainConfig(epochs=epochs)
+    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation",
+                   extra=[TwoTowerANN(items, config), MergedCandidates(items, config)], users_sample=users_sample)
 
 
 @app.command()

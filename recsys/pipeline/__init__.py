@@ -1,0 +1,1 @@
+"""The recommendation pipeline, named after its stages: retrieve (candidates), filter, score, order."""

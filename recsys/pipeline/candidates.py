@@ -1,0 +1,192 @@
+"""Stage one: about 1,000 candidates per request from four sources, merged with provenance.
+
+- collaborative: nearest items to the user's embedding in the FAISS index (500);
+- content: items near the user's recent items, and items sharing their categories and tags, new
+  items included, which is how a new item gets its first chance (300);
+- popularity within the user's categories (150);
+- trending this week, time-decayed (50).
+
+Quotas are configurable. The merge removes items the user already consumed, inactive items and
+ids the catalog does not know, keeps each candidate's sources and per-source scores, and orders by
+reciprocal-rank fusion so any prefix of the list is a fair mix. A user without an embedding (new
+user) falls back to their onboarding categories, else to what is popular.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from embeddings.index import ItemIndex
+
+RRF_K = 60.0
+
+
+@dataclass(frozen=True)
+class Quotas:
+    collaborative: int = 500
+    content: int = 300
+    popularity: int = 150
+    trending: int = 50
+
+
+@dataclass(frozen=True)
+class Candidate:
+    item_id: str
+    score: float  # reciprocal-rank fusion over the sources
+    sources: dict[str, float]  # source -> that source's own score
+
+
+@dataclass
+class CandidateTables:
+    """What the sources read, built offline from the lake and the catalog (`build_tables`)."""
+
+    items: pd.DataFrame  # index item_id; columns category, tags (list), is_active
+    index: ItemIndex
+    vectors: dict[str, np.ndarray]  # item_id -> unit vector, for "near the recent items"
+    popular_by_category: dict[str, list[tuple[str, float]]]
+    popular: list[tuple[str, float]]
+    trending: list[tuple[str, float]]
+    by_tag: dict[str, list[str]] = field(default_factory=dict)
+
+
+def build_tables(
+    items: pd.DataFrame, events: pd.DataFrame, index: ItemIndex, vectors: np.ndarray, now: datetime,
+    half_life_days: float = 2.0, per_category: int = 500,
+) -> CandidateTables:
+    """Popularity per category, trending (events of the last 7 days, halved every `half_life_days`)."""
+    catalog = items.set_index("item_id")
+    if "is_active" not in catalog:
+        catalog["is_active"] = True
+    counts = events["item_id"].value_counts()
+    category = catalog["category"].reindex(counts.index)
+    popular_by_category = {
+        str(c): [(i, float(n)) for i, n in counts[category == c].head(per_category).items()]
+        for c in category.dropna().unique()
+    }
+    recent = events[events["event_time"] >= pd.Timestamp(now) - timedelta(days=7)]
+    age_days = (pd.Timestamp(now) - recent["event_time"]).dt.total_seconds() / 86400
+    trend = (0.5 ** (age_days / half_life_days)).groupby(recent["item_id"]).sum().sort_values(ascending=False)
+    by_tag: dict[str, list[str]] = defaultdict(list)
+    for item, tags in catalog["tags"].items():
+        for tag in tags if isinstance(tags, (list, np.ndarray)) else []:
+            by_tag[str(tag)].append(str(item))
+    return CandidateTables(
+        items=catalog, index=index, vectors=dict(zip(index.item_ids, vectors)),
+        popular_by_category=popular_by_category, popular=[(i, float(n)) for i, n in counts.head(2000).items()],
+        trending=[(i, float(s)) for i, s in trend.head(1000).items()], by_tag=dict(by_tag),
+    )
+
+
+class CandidateGenerator:
+    def __init__(self, tables: CandidateTables, quotas: Quotas = Quotas(), nprobe: int = 16) -> None:
+        self.tables, self.quotas, self.nprobe = tables, quotas, nprobe
+
+    def generate(
+        self, user_vector: np.ndarray | None, recent_items: Sequence[str], consumed: set[str],
+        onboarding_categories: Sequence[str] = (), k: int | None = None,
+    ) -> list[Candidate]:
+        """Merged candidates for one user, best first; at most `k` (default: the sum of quotas)."""
+        categories = self._categories(recent_items) or list(onboarding_categories)
+        lists = {
+            "collaborative": self.collaborative(user_vector),
+            "content": self.content(recent_items, categories),
+            "popularity": self.popularity(categories),
+            "trending": self.trending(),
+        }
+        return self.merge(lists, consumed, k)
+
+    # -- sources ------------------------------------------------------------------------------------------
+    def collaborative(self, user_vector: np.ndarray | None) -> list[tuple[str, float]]:
+        if user_vector is None or self.quotas.collaborative == 0:
+            return []
+        return self.tables.index.search(user_vector.reshape(1, -1), self._room(self.quotas.collaborative),
+                                        nprobe=self.nprobe)[0]
+
+    def content(self, recent_items: Sequence[str], categories: Sequence[str]) -> list[tuple[str, float]]:
+        """Near the recent items (mean of their vectors), then items sharing their tags and categories."""
+        quota = self.quotas.content
+        if quota == 0:
+            return []
+        found: list[tuple[str, float]] = []
+        known = [self.tables.vectors[i] for i in recent_items[-20:] if i in self.tables.vectors]
+        if known:
+            centre = np.mean(known, axis=0)
+            centre /= max(float(np.linalg.norm(centre)), 1e-12)
+            found += self.tables.index.search(centre.reshape(1, -1).astype(np.float32), self._room(quota),
+                                              nprobe=self.nprobe)[0]
+        tags = self._tags(recent_items)
+        scored: dict[str, float] = defaultdict(float)
+        for rank, tag in enumerate(tags):
+            for item in self.tables.by_tag.get(tag, [])[:quota]:
+                scored[item] += 1.0 / (1 + rank)
+        for rank, category in enumerate(categories[:3]):
+            for item, _ in self.tables.popular_by_category.get(category, [])[:quota]:
+                scored[item] += 0.5 / (1 + rank)
+        found += sorted(scored.items(), key=lambda pair: -pair[1])[: self._room(quota)]
+        return found
+
+    def popularity(self, categories: Sequence[str]) -> list[tuple[str, float]]:
+        quota = self.quotas.popularity
+        if not categories:
+            return self.tables.popular[: self._room(quota)]
+        share = max(1, self._room(quota) // min(3, len(categories)))
+        return [pair for c in categories[:3] for pair in self.tables.popular_by_category.get(c, [])[:share]]
+
+    def trending(self) -> list[tuple[str, float]]:
+        return self.tables.trending[: self._room(self.quotas.trending)]
+
+    # -- merge ----------------------------------------------------------------------------------------------
+    def merge(self, lists: dict[str, list[tuple[str, float]]], consumed: set[str], k: int | None) -> list[Candidate]:
+        """Fuse by reciprocal rank, keeping provenance; each source contributes at most its quota."""
+        quotas = self.quotas.__dict__
+        fused: dict[str, float] = defaultdict(float)
+        sources: dict[str, dict[str, float]] = defaultdict(dict)
+        for source, ranked in lists.items():
+            taken = 0
+            for item, score in ranked:
+                if taken >= quotas[source]:
+                    break
+                if item in consumed or source in sources.get(item, {}) or not self._servable(item):
+                    continue
+                fused[item] += 1.0 / (RRF_K + taken + 1)
+                sources[item][source] = float(score)
+                taken += 1
+        limit = k or sum(quotas.values())
+        ordered = sorted(fused, key=lambda i: (-fused[i], i))[:limit]
+        # Asked for exactly k, and overlaps left slots empty: top up from the sources' tails.
+        for source, ranked in lists.items() if k is not None else ():
+            for item, score in ranked:
+                if len(ordered) >= limit:
+                    break
+                if item not in fused and item not in consumed and self._servable(item):
+                    fused[item] = 0.0
+                    sources[item][source] = float(score)
+                    ordered.append(item)
+        return [Candidate(i, fused[i], sources[i]) for i in ordered]
+
+    def _servable(self, item: str) -> bool:
+        items = self.tables.items
+        return item in items.index and bool(items.at[item, "is_active"])
+
+    def _room(self, quota: int) -> int:
+        """Ask a source for more than its quota: consumed and unservable items are dropped after."""
+        return quota * 2 + 50
+
+    def _categories(self, recent_items: Sequence[str]) -> list[str]:
+        known = [i for i in recent_items if i in self.tables.items.index]
+        counts = self.tables.items.loc[known, "category"].dropna().value_counts() if known else pd.Series(dtype=int)
+        return [str(c) for c in counts.index]
+
+    def _tags(self, recent_items: Sequence[str]) -> list[str]:
+        counts: dict[str, int] = defaultdict(int)
+        for item in recent_items[-20:]:
+            tags = self.tables.items.at[item, "tags"] if item in self.tables.items.index else None
+            for tag in tags if isinstance(tags, (list, np.ndarray)) else []:
+                counts[str(tag)] += 1
+        return sorted(counts, key=lambda t: -counts[t])[:5]
