@@ -36,6 +36,16 @@ class Quotas:
 
 
 @dataclass(frozen=True)
+class FusionWeights:
+    """How much each source's ranks count in the merged order (reciprocal-rank fusion)."""
+
+    collaborative: float = 1.0
+    content: float = 0.6
+    popularity: float = 0.3
+    trending: float = 0.3
+
+
+@dataclass(frozen=True)
 class Candidate:
     item_id: str
     score: float  # reciprocal-rank fusion over the sources
@@ -84,8 +94,11 @@ def build_tables(
 
 
 class CandidateGenerator:
-    def __init__(self, tables: CandidateTables, quotas: Quotas = Quotas(), nprobe: int = 16) -> None:
-        self.tables, self.quotas, self.nprobe = tables, quotas, nprobe
+    def __init__(
+        self, tables: CandidateTables, quotas: Quotas = Quotas(), nprobe: int = 16,
+        weights: FusionWeights = FusionWeights(),
+    ) -> None:
+        self.tables, self.quotas, self.nprobe, self.weights = tables, quotas, nprobe, weights
 
     def generate(
         self, user_vector: np.ndarray | None, recent_items: Sequence[str], consumed: set[str],
@@ -154,7 +167,7 @@ class CandidateGenerator:
                     break
                 if item in consumed or source in sources.get(item, {}) or not self._servable(item):
                     continue
-                fused[item] += 1.0 / (RRF_K + taken + 1)
+                fused[item] += getattr(self.weights, source) / (RRF_K + taken + 1)
                 sources[item][source] = float(score)
                 taken += 1
         limit = k or sum(quotas.values())
