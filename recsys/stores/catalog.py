@@ -6,12 +6,14 @@ both checked by the same contract test.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
+
+from recsys.stores.base import Store
 
 ITEM_COLUMNS = (
     "item_id", "title", "description", "category", "subcategory", "tags", "content_features",
@@ -40,7 +42,7 @@ class Recommendation:
     explanation_type: str | None = None
 
 
-class CatalogStore(ABC):
+class CatalogStore(Store):
     """Users, items and precomputed recommendations, as the design's PostgreSQL schema has them."""
 
     @abstractmethod
@@ -84,14 +86,7 @@ class CatalogStore(ABC):
     def get_recommendations(self, user_id: str, kind: str, now: datetime) -> list[Recommendation]:
         """The user's unexpired list of this kind, best first; empty when none or expired."""
 
-    @abstractmethod
-    def close(self) -> None: ...
 
-    def __enter__(self) -> CatalogStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def on_conflict(table: str, key: str, updates: tuple[str, ...]) -> str:

@@ -6,7 +6,7 @@ both checked by the same contract test. Writes are idempotent by ``event_id``.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.events import INTERACTION_COLUMNS, context_from_json
+from recsys.stores.base import Store
 
 Bucket = Literal["day", "month"]
 ITEM_EVENT_COLUMNS = ("event_id", "user_id", "item_id", "event_time", "action_type")
@@ -65,7 +66,7 @@ def chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start:start + size]
 
 
-class InteractionStore(ABC):
+class InteractionStore(Store):
     """The design's `interactions` and `item_interactions` tables with corrected keys."""
 
     bucket: Bucket
@@ -90,14 +91,7 @@ class InteractionStore(ABC):
     def counts(self) -> dict[str, int]:
         """Row counts of interactions and item_interactions."""
 
-    @abstractmethod
-    def close(self) -> None: ...
 
-    def __enter__(self) -> InteractionStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def user_frame(rows: list[dict[str, object]]) -> pd.DataFrame:

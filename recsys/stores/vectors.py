@@ -8,7 +8,7 @@ interface, one contract test for both.
 from __future__ import annotations
 
 import sqlite3
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 
 from recsys.errors import InvalidInputError
 from recsys.settings import RedisSettings
+from recsys.stores.base import Store
 
 KEY = "user_embedding:{}"
 
@@ -28,7 +29,7 @@ class UserVector:
     updated_at: datetime
 
 
-class UserVectorStore(ABC):
+class UserVectorStore(Store):
     @abstractmethod
     def put(self, users: list[str], vectors: np.ndarray, version: str, updated_at: datetime) -> int:
         """Write one vector per user (rows of `vectors`); returns how many were written."""
@@ -37,14 +38,7 @@ class UserVectorStore(ABC):
     def get(self, users: list[str]) -> list[UserVector | None]:
         """Each user's vector, or None when the store has none."""
 
-    @abstractmethod
-    def close(self) -> None: ...
 
-    def __enter__(self) -> UserVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _check(users: list[str], vectors: np.ndarray) -> np.ndarray:
