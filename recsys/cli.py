@@ -171,6 +171,17 @@ def training_set(
               f"({present:.0%} of values present, the rest typed defaults)")
 
 
+@app.command("build-candidates")
+def build_candidates(epochs: int = typer.Option(12, help="two-tower training epochs")) -> None:
+    """Train the two-tower model, build the FAISS item index, write user vectors to the online store."""
+    from embeddings.train import TrainConfig
+    from recsys.pipeline.artifacts import build_candidate_artifacts
+
+    built = build_candidate_artifacts(state.settings, TrainConfig(epochs=epochs),
+                                      progress=lambda message: err.print(f"[candidates] {message}"))
+    out.print(f"model {built.version}: {built.items:,} items indexed, {built.users:,} user vectors -> {built.folder}")
+
+
 @app.command()
 def evaluate(
     out_dir: Path | None = typer.Option(None, help="where the table and plot go (default: data dir/evaluation)"),

@@ -1,0 +1,51 @@
+"""Building what candidate generation serves from: the two-tower checkpoint, the FAISS item index
+and the user vectors in the online store, all stamped with one model version.
+
+Layout: `data_dir/models/<version>/two_tower/` and `.../item_index/`; `data_dir/models/CURRENT`
+names the version serving should load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from embeddings.index import ItemIndex
+from embeddings.train import TrainConfig, item_vectors, save, train, user_vectors
+from recsys.errors import InvalidInputError
+from recsys.settings import Settings
+from recsys.stores import open_lake, open_user_vectors
+
+
+@dataclass(frozen=True)
+class CandidateArtifacts:
+    version: str
+    folder: Path
+    items: int
+    users: int
+
+
+def build_candidate_artifacts(
+    settings: Settings, config: TrainConfig = TrainConfig(), progress: Callable[[str], None] = print
+) -> CandidateArtifacts:
+    lake = open_lake(settings)
+    items = lake.latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError(f"no item catalog in the lake at {lake.root}; import data first")
+    trained = train(lake, config, progress)
+    folder = settings.data_path / "models" / trained.version
+    save(trained, folder / "two_tower")
+    vectors = item_vectors(trained, items)
+    index = ItemIndex.build(vectors, list(items["item_id"]), model_version=trained.version,
+                            data_start=trained.data_start, data_end=trained.data_end, version=trained.version)
+    index.save(folder / "item_index")
+    progress(f"item index: {len(index):,} items ({index.meta.kind})")
+    events = lake.interactions(columns=["user_id", "item_id", "event_time"]).to_pandas().sort_values("event_time")
+    histories = events.groupby("user_id")["item_id"].agg(lambda s: list(s)[-config.history:])
+    users = list(histories.index)
+    with open_user_vectors(settings) as store:
+        store.put(users, user_vectors(trained, users, list(histories)), trained.version, trained.data_end)
+    progress(f"user vectors: {len(users):,} written to the online store")
+    (settings.data_path / "models" / "CURRENT").write_text(trained.version)
+    return CandidateArtifacts(trained.version, folder, len(index), len(users))
