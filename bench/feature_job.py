@@ -15,7 +15,7 @@ import time
 import psutil
 
 from bench.common import CACHE, record, synthetic
-from ingestion.generic import GenericSource
+from ingestion.generic import GenericSource, load_into_lake
 from ingestion.synthetic import SyntheticConfig
 from recsys.features.engineering import FeatureJobConfig, run_feature_job
 from recsys.stores import Lake
@@ -45,12 +45,7 @@ def build_lake(config: SyntheticConfig) -> Lake:
     if (lake.root / ".complete").exists():
         return lake
     shutil.rmtree(lake.root, ignore_errors=True)
-    source = GenericSource(synthetic(config), chunk_rows=2_500_000)
-    for chunk in source.interaction_chunks():
-        lake.write_interactions(chunk.frame)
-    items = source.items()
-    assert items is not None
-    lake.write_snapshot("items", items)
+    load_into_lake(GenericSource(synthetic(config), chunk_rows=2_500_000), lake)
     (lake.root / ".complete").touch()
     return lake
 

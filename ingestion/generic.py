@@ -24,6 +24,7 @@ from ingestion.sources import ITEM_METADATA, USER_PROFILE, Chunk, Source
 from ingestion.validation import Column, DataFile, require_unique
 from recsys.errors import ImportValidationError
 from recsys.events import ACTION_TYPES, INTERACTION_COLUMNS, context_to_json, deterministic_event_ids
+from recsys.stores.lake import Lake
 
 INTERACTION_FILE = (
     Column("user_id"), Column("item_id"), Column("timestamp", "timestamp"),
@@ -112,3 +113,13 @@ def canonical_interactions(chunk: pd.DataFrame, source: str) -> pd.DataFrame:
     if missing.any():
         frame.loc[missing, "event_id"] = deterministic_event_ids(frame[missing], source)
     return frame[list(INTERACTION_COLUMNS)]
+
+
+def load_into_lake(source: GenericSource, lake: Lake) -> int:
+    """Interactions and an items snapshot into the lake alone (no catalog or interaction store):
+    for offline experiments, tests and benchmarks that need only what Spark and training read."""
+    written = sum(lake.write_interactions(chunk.frame) for chunk in source.interaction_chunks())
+    items = source.items()
+    if items is not None:
+        lake.write_snapshot("items", items.assign(tags=items["tags"].map(lambda t: t if t is not None else [])))
+    return written

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from embeddings.train import TrainConfig, Trained, item_vectors, load, save, train, user_vectors
-from ingestion.generic import GenericSource
+from ingestion.generic import GenericSource, load_into_lake
 from ingestion.synthetic import SyntheticConfig, generate
 from recsys.stores.lake import Lake
 
@@ -23,12 +23,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     root = tmp_path_factory.mktemp("two-tower")
     generate(DATA, root / "synthetic", show_progress=False)
     lake = Lake(root / "lake")
-    source = GenericSource(root / "synthetic")
-    for chunk in source.interaction_chunks():
-        lake.write_interactions(chunk.frame)
-    items = source.items()
-    assert items is not None
-    lake.write_snapshot("items", items.assign(tags=items["tags"].map(lambda t: t or [])))
+    load_into_lake(GenericSource(root / "synthetic"), lake)
     return lake
 
 

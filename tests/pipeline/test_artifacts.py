@@ -8,7 +8,7 @@ import numpy as np
 
 from embeddings.index import ItemIndex
 from embeddings.train import TrainConfig, load, user_vectors
-from ingestion.generic import GenericSource
+from ingestion.generic import GenericSource, load_into_lake
 from ingestion.synthetic import SyntheticConfig, generate
 from recsys.pipeline.artifacts import build_candidate_artifacts
 from recsys.settings import Settings
@@ -20,11 +20,9 @@ def test_build_publishes_a_consistent_version(settings: Settings, tmp_path: Path
              tmp_path / "synthetic", show_progress=False)
     lake = open_lake(settings)
     source = GenericSource(tmp_path / "synthetic")
-    for chunk in source.interaction_chunks():
-        lake.write_interactions(chunk.frame)
+    load_into_lake(source, lake)
     items = source.items()
     assert items is not None
-    lake.write_snapshot("items", items.assign(tags=items["tags"].map(lambda t: t or [])))
 
     built = build_candidate_artifacts(settings, TrainConfig(epochs=1, batch_size=128, shuffle_buffer=500),
                                       progress=lambda message: None)
