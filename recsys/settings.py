@@ -78,6 +78,42 @@ class FeatureStoreSettings(_Section):
     snapshot_cadence_days: int = 1
 
 
+class ExperimentVariant(_Section):
+    """One arm of an experiment: the buckets (of `hash(user_id) % 100`) it owns and what it changes."""
+
+    name: str
+    buckets: tuple[int, int] = Field(description="half-open range [start, end) of buckets 0..99")
+    ranker_version: str | None = Field(None, description="ranker model version; None = the current one")
+    diversity_boost: float = 0.0
+
+
+class ServingSettings(_Section):
+    """The recommendation API: limits, auth, experiments, stage timeouts and cache TTLs."""
+
+    host: str = "127.0.0.1"
+    port: int = 58000
+    api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")],
+                                      description="keys accepted in the X-API-Key header")
+    rate_limit_per_second: float = Field(200.0, description="per-key token bucket refill rate")
+    rate_limit_burst: int = 400
+    max_n: int = 200
+    max_body_bytes: int = 16_384
+    experiments: list[ExperimentVariant] = Field(default_factory=list, description="empty: everyone in control")
+    stage_timeout_ms: dict[str, float] = Field(
+        default_factory=lambda: {"candidates": 100.0, "features": 50.0, "ranking": 100.0},
+        description="per-stage time budget; a stage past it degrades the answer",
+    )
+    precomputed_ttl_seconds: int = 24 * 3600
+    embedding_cache_ttl_seconds: int = 3600
+    feature_cache_ttl_seconds: int = 900
+    nprobe: int = 32
+    deny_list: list[str] = Field(default_factory=list, description="item ids never recommended")
+    boosts: dict[str, float] = Field(default_factory=dict, description="item id -> multiplicative score boost")
+    freshness_boost: float = Field(0.1, description="extra score share for items first seen in the last 30 days")
+    publish_retries: int = Field(3, description="attempts to publish an event before answering 503")
+    publish_timeout_ms: float = 2_000.0
+
+
 class Settings(BaseSettings):
     """Everything a component needs to find its data and servers."""
 
@@ -95,6 +131,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
+    serving: ServingSettings = ServingSettings()
 
     @classmethod
     def settings_customise_sources(
