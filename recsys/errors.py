@@ -48,3 +48,31 @@ class StoreUnavailableError(RecsysError):
     """A backing server did not answer; the message names it and its address."""
 
     http_status = 503
+
+
+class NotFoundError(RecsysError):
+    """A user or item id the catalog does not know."""
+
+    http_status = 404
+
+
+class UnknownUserError(NotFoundError):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"unknown user_id '{user_id}': the catalog has no such user; register the user first")
+        self.user_id = user_id
+
+
+class RateLimitedError(RecsysError):
+    http_status = 429
+
+
+class UnauthorizedError(RecsysError):
+    http_status = 401
+
+
+class EventBusUnavailableError(StoreUnavailableError):
+    """The event could not be published after bounded retries; the client should retry later."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

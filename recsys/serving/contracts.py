@@ -74,3 +74,21 @@ class Ranker(Protocol):
 
     def score(self, features: dict[str, list[object]], candidate_scores: np.ndarray,
               embedding_scores: np.ndarray) -> np.ndarray: ...
+
+
+class RecommendationService(Protocol):
+    """What the HTTP layer calls; `recsys.serving.pipeline.build_pipeline(settings)` returns one."""
+
+    def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
+        """Always answers (degrading rung by rung); raises UnknownUserError for ids the catalog lacks."""
+        ...
+
+    def not_interested(self, user_id: str, item_id: str) -> None:
+        """Exclude the item from this user's answers from the next request on (survives restarts)."""
+        ...
+
+    def readiness(self) -> dict[str, bool]:
+        """Each dependency (models, index, online store, catalog, ...) and whether it is usable now."""
+        ...
+
+    def close(self) -> None: ...
