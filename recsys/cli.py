@@ -185,27 +185,64 @@ def build_candidates(epochs: int = typer.Option(12, help="two-tower training epo
 @app.command()
 def evaluate(
     out_dir: Path | None = typer.Option(None, help="where the table and plot go (default: data dir/evaluation)"),
-    epochs: int = typer.Option(5, help="two-tower training epochs"),
+    epochs: int = typer.Option(12, help="two-tower training epochs"),
     users_sample: int | None = typer.Option(None, help="evaluate a seeded sample of users"),
+    validation: bool = typer.Option(False, help="judge on a split of the training part (for tuning), not the test"),
 ) -> None:
     """Offline evaluation on a per-user temporal split: our candidates beside popularity, item-kNN, EASE, ALS."""
     from embeddings.train import TrainConfig
-    from training.candidate_eval import MergedCandidates, TwoTowerANN
+    from training.candidate_eval import MergedCandidates, SourceAlone
     from training.evaluation import run_evaluation
 
     settings = state.settings
     items = open_lake(settings).latest_snapshot("items")
     if items is None:
         raise InvalidInputError("no item catalog in the lake; import data first")
-    config = TrainConfig(epochs=epochs)
-    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation",
-                   extra=[TwoTowerANN(items, config), MergedCandidates(items, config)], users_sample=users_sample)
+    merged = MergedCandidates(items, TrainConfig(epochs=epochs))
+    alone = [SourceAlone(merged, "collaborative", "two-tower ANN"),
+             SourceAlone(merged, "similar_items", "similar items")]
+    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation", extra=[merged, *alone],
+                   users_sample=users_sample, validation=validation)
+
+
+@app.command("train-ranker")
+def train_ranker_command(
+    depth: int = typer.Option(100, help="candidates re-ranked per user"),
+    candidate_epochs: int = typer.Option(5, help="two-tower training epochs of the candidate generator"),
+    out_dir: Path | None = typer.Option(None, help="where the curve and metrics go (default: data dir/ranker)"),
+) -> None:
+    """Train the Wide & Deep ranker on the temporal split, measure it on the hold-out, save it to the model store."""
+    from recsys.features.store import open_feature_store
+    from training.ranker_eval import RankerEvalConfig, train_and_save
+
+    settings = state.settings
+    items = open_lake(settings).latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError("no item catalog in the lake; import data first")
+    run = train_and_save(settings.lake_path, items, open_feature_store(settings),
+                         out_dir or settings.data_path / "ranker",
+                         RankerEvalConfig(depth=depth, candidate_epochs=candidate_epochs),
+                         progress=lambda message: err.print(f"[ranker] {message}"))
+    out.print(f"saved {run.tag}: hold-out AUC {run.metrics['auc']:.4f}, NDCG@10 {run.metrics['ndcg@10']:.4f} "
+              f"(candidate order {run.metrics['candidate_ndcg@10']:.4f}); curve -> {run.curve}")
 
 
 @app.command()
 def summary() -> None:
     """Row counts in every store."""
     _print_summary(state.settings)
+
+
+@app.command()
+def serve() -> None:
+    """Run the recommendation API with uvicorn on serving.host:serving.port (development; the Bento is production)."""
+    import uvicorn
+
+    from recsys.serving.http import app_from_settings
+
+    settings = state.settings
+    uvicorn.run(app_from_settings(settings), host=settings.serving.host, port=settings.serving.port,
+                access_log=False)
 
 
 @app.command()
@@ -265,6 +302,51 @@ def _print_summary(settings: Settings) -> None:
             table.add_row("interactions", name, f"{count:,}")
     table.add_row("lake", "interactions", f"{open_lake(settings).count_interactions():,}")
     out.print(table)
+
+
+@app.command("recommend-batch")
+def recommend_batch(
+    out_file: Path = typer.Option(..., "--out", help="where to write: a .csv or .parquet file"),
+    users_file: Path | None = typer.Option(None, "--users", help="user ids: one per line, or a user_id column"),
+    all_active: bool = typer.Option(False, "--all-active", help="every user with events in the lake"),
+    k: int = typer.Option(50, "--k", min=1, help="recommendations per user"),
+) -> None:
+    """Top-K recommendations for many users through the serving pipeline, to CSV or Parquet."""
+    from recsys.serving.batch import active_users, read_users, recommend_batch, write_recommendations
+    from recsys.serving.rankers import build_serving_pipeline
+
+    if (users_file is None) == (not all_active):
+        raise InvalidInputError("give exactly one of --users FILE or --all-active")
+    settings = state.settings
+    users = read_users(users_file) if users_file is not None else active_users(settings)
+    pipeline = build_serving_pipeline(settings)
+    try:
+        frame = recommend_batch(pipeline, users, k, show_progress=True)
+    finally:
+        pipeline.close()
+    write_recommendations(frame, out_file)
+    out.print(f"{frame['user_id'].nunique():,} users x top {k} -> {out_file} "
+              f"({len(users) - frame['user_id'].nunique():,} unknown users left out)")
+
+
+@app.command()
+def precompute(
+    k: int = typer.Option(100, "--k", min=1, help="list length per user"),
+    active_days: int | None = typer.Option(None, help="only users active in the last N days of data"),
+) -> None:
+    """Layer 1: each active user's top K into Redis (with its TTL) and the precomputed_recommendations table."""
+    from recsys.serving.batch import active_users
+    from recsys.serving.batch import precompute as run_precompute
+    from recsys.serving.rankers import build_serving_pipeline
+
+    settings = state.settings
+    users = active_users(settings, active_days)
+    pipeline = build_serving_pipeline(settings)
+    try:
+        written = run_precompute(pipeline, users, k, show_progress=True)
+    finally:
+        pipeline.close()
+    out.print(f"precomputed top {k} for {written:,} users (expires in {settings.serving.precomputed_ttl_seconds:,}s)")
 
 
 def run() -> None:

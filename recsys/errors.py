@@ -65,6 +65,16 @@ class UnknownUserError(NotFoundError):
 class RateLimitedError(RecsysError):
     http_status = 429
 
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body over the configured limit; nothing was read past the limit or written."""
+
+    http_status = 413
+
 
 class UnauthorizedError(RecsysError):
     http_status = 401

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 
-class Degradation(str, Enum):
+class Degradation(str, Enum):  # noqa: UP042 - str mixin keeps json/format behaviour of plain str values
     """The rung of the ladder an answer came from; `full` is no degradation.
 
     `default_features` is still ranked, on typed defaults. `candidate_scores` skips the ranker.

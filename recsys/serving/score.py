@@ -1,0 +1,25 @@
+"""Stage three: scoring candidates with the ranker, or by their fusion scores when there is none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from recsys.pipeline.candidates import Candidate
+from recsys.serving.contracts import Ranker
+from recsys.serving.features import Features
+
+
+def candidate_scores(candidates: Sequence[Candidate]) -> np.ndarray:
+    return np.fromiter((c.score for c in candidates), dtype=np.float64, count=len(candidates))
+
+
+def rank_scores(ranker: Ranker, features: Features, fused: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+    """The ranker's scores, checked: one finite number per candidate, else the stage fails."""
+    scores = np.asarray(ranker.score(features, fused, embedding), dtype=np.float64).reshape(-1)
+    if scores.shape != fused.shape:
+        raise ValueError(f"ranker {ranker.version} returned {scores.shape[0]} scores for {fused.shape[0]} candidates")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"ranker {ranker.version} returned non-finite scores")
+    return scores
