@@ -168,14 +168,21 @@ class FastOnlineFeatures:
         self, inputs: dict[str, list[Any]], request: dict[str, Any], n: int,
         values: dict[str, list[Any]], status: dict[str, list[str]],
     ) -> None:
-        frame = pd.DataFrame({**inputs, **{k: [v] * n for k, v in request.items()}})
+        """Run each on-demand view's own function; a view that reads only the request runs on one row."""
         for odfv in self.layout.on_demand:
             transformation = odfv.feature_transformation
             assert transformation is not None, f"{odfv.name} has no transformation"
-            output = transformation.udf(frame)
+            reads_views = bool(odfv.source_feature_view_projections)
+            rows = n if reads_views else 1
+            columns = {k: [v] * rows for k, v in request.items()}
+            for projection in odfv.source_feature_view_projections.values():
+                columns.update({f.name: inputs[f.name] for f in projection.features})
+            output = transformation.udf(pd.DataFrame(columns))
             wanted = next(p for p in self.layout.service.feature_view_projections if p.name == odfv.name)
             for feature in wanted.features:
-                column = [_python(v) for v in output[feature.name].tolist()]
+                column = _python_column(output[feature.name])
+                if not reads_views:
+                    column = column * n
                 values[f"{odfv.name}__{feature.name}"] = column
                 status[f"{odfv.name}__{feature.name}"] = [MISSING if v is None else PRESENT for v in column]
 
@@ -205,6 +212,15 @@ def _decode(values: dict[str, ValueProto] | None, name: str) -> Any:
     if values is None or name not in values:
         return None
     return feast_value_type_to_python_type(values[name])
+
+
+def _python_column(series: pd.Series) -> list[Any]:
+    """`_python` over a column; float columns take the vectorised path (NaN becomes None)."""
+    if series.dtype.kind == "f":
+        return [None if v != v else v for v in series.to_numpy().tolist()]
+    if series.dtype.kind in "iub":
+        return series.to_numpy().tolist()
+    return [_python(v) for v in series.tolist()]
 
 
 def _python(value: Any) -> Any:
