@@ -27,6 +27,7 @@ class TwoTowerConfig:
     history: int = 20
     temperature: float = 0.05
     id_dropout: float = 0.1
+    sparse: bool = False  # sparse gradients for the id tables (large vocabularies; trained with SparseAdam)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -41,8 +42,8 @@ class TwoTower(nn.Module):
         super().__init__()
         self.config = config
         d = config.dim
-        self.user_id = nn.Embedding(config.n_users + 1, d)
-        self.item_id = nn.Embedding(config.n_items + 1, d, padding_idx=0)
+        self.user_id = nn.Embedding(config.n_users + 1, d, sparse=config.sparse)
+        self.item_id = nn.Embedding(config.n_items + 1, d, padding_idx=0, sparse=config.sparse)
         self.category = nn.Embedding(config.n_categories + 1, d // 2)
         self.tags = nn.EmbeddingBag(config.n_tags + 1, d // 2, mode="mean", padding_idx=0)
         self.words = nn.EmbeddingBag(config.n_words + 1, d // 2, mode="mean", padding_idx=0)
@@ -50,6 +51,14 @@ class TwoTower(nn.Module):
         self.item_mlp = _mlp(d + 3 * (d // 2), config.hidden, d)
         for table in (self.user_id, self.item_id, self.category, self.tags, self.words):
             nn.init.normal_(table.weight, std=0.05)
+
+    def optimisers(self, learning_rate: float) -> list[torch.optim.Optimizer]:
+        """Adam; with sparse id tables, SparseAdam for those (only the rows a batch touched move)."""
+        if not self.config.sparse:
+            return [torch.optim.Adam(self.parameters(), lr=learning_rate)]
+        ids = [self.user_id.weight, self.item_id.weight]
+        rest = [p for name, p in self.named_parameters() if name not in ("user_id.weight", "item_id.weight")]
+        return [torch.optim.SparseAdam(ids, lr=learning_rate), torch.optim.Adam(rest, lr=learning_rate)]
 
     def users(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Unit vectors of users (ids, 0 = unknown) with their recent items (B × history, 0-padded)."""

@@ -30,7 +30,7 @@ class Vocabulary:
     @classmethod
     def build(cls, users: pd.Series, items: pd.DataFrame, max_words: int = 20_000) -> Vocabulary:
         """From the training users and the catalog (item_id, title, category, tags)."""
-        words = Counter(w for title in items["title"].fillna("") for w in set(tokens(title)))
+        words = Counter(w for title in items["title"].fillna("") for w in sorted(set(tokens(title))))
         return cls(
             users=_index(sorted(set(users))),
             items=_index(sorted(items["item_id"])),

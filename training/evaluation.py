@@ -170,20 +170,27 @@ def evaluate(recommenders: Sequence[Recommender], train: pd.DataFrame, test: pd.
 
 # -- report ----------------------------------------------------------------------------------------
 def run_evaluation(lake_root: Path, out_dir: Path, extra: Sequence[Recommender] = (), seed: int = 0,
-                   users_sample: int | None = None) -> pd.DataFrame:
-    """Evaluate the peers (and ``extra``) on the lake; write evaluation.json/.csv/.png to ``out_dir``."""
+                   users_sample: int | None = None, validation: bool = False) -> pd.DataFrame:
+    """Evaluate the peers (and ``extra``) on the lake; write evaluation.json/.csv/.png to ``out_dir``.
+
+    With ``validation``, the test set is never touched: the training part is split again the same
+    way and models are judged on that validation part (for tuning quotas, weights and the like)."""
     table = Lake(lake_root).interactions(columns=["user_id", "item_id", "event_time", "action_type", "value"])
     if table.num_rows == 0:
         raise InvalidInputError(f"the lake at {lake_root} has no interactions; import data first")
     train, test = temporal_split(positives(table))
-    print(f"positives: {len(train):,} train, {len(test):,} test rows; {train['user_id'].nunique():,} users, "
+    if validation:
+        train, test = temporal_split(train)
+    which = "validation split of the training part; " if validation else ""
+    print(f"{which}positives: {len(train):,} train, {len(test):,} test rows; {train['user_id'].nunique():,} users, "
           f"{train['item_id'].nunique():,} items in train")
     results = evaluate([*default_peers(seed), *extra], train, test, users_sample=users_sample, seed=seed)
     _print_table(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     results.to_csv(out_dir / "evaluation.csv", index=False)
     meta = {"lake": str(lake_root), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "seed": seed,
-            "split": {"kind": "temporal per user", "test_fraction": 0.2, "min_train": 1},
+            "split": {"kind": "temporal per user", "test_fraction": 0.2, "min_train": 1,
+                      "validation": validation},
             "train_rows": len(train), "test_rows": len(test), "users_sample": users_sample,
             "results": json.loads(results.to_json(orient="records"))}
     (out_dir / "evaluation.json").write_text(json.dumps(meta, indent=2) + "\n")

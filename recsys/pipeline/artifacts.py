@@ -1,8 +1,10 @@
-"""Building what candidate generation serves from: the two-tower checkpoint, the FAISS item index
-and the user vectors in the online store, all stamped with one model version.
+"""Building what candidate generation serves from: the two-tower checkpoint, the FAISS item index,
+the item-to-item neighbours and the user vectors in the online store, all stamped with one model
+version.
 
-Layout: `data_dir/models/<version>/two_tower/` and `.../item_index/`; `data_dir/models/CURRENT`
-names the version serving should load.
+Layout: `data_dir/models/<version>/two_tower/`, `.../item_index/` and `.../item_neighbours/`;
+`data_dir/models/CURRENT` names the version serving should load (`load_neighbours` reads the
+neighbours, None for versions built before them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from embeddings.index import ItemIndex
 from embeddings.train import TrainConfig, item_vectors, save, train, user_vectors
 from recsys.errors import InvalidInputError
+from recsys.pipeline.neighbours import ItemNeighbours
 from recsys.settings import Settings
 from recsys.stores import open_lake, open_user_vectors
 
@@ -41,7 +44,16 @@ def build_candidate_artifacts(
                             data_start=trained.data_start, data_end=trained.data_end, version=trained.version)
     index.save(folder / "item_index")
     progress(f"item index: {len(index):,} items ({index.meta.kind})")
-    events = lake.interactions(columns=["user_id", "item_id", "event_time"]).to_pandas().sort_values("event_time")
+    events = lake.interactions(columns=["user_id", "item_id", "event_time", "action_type"]).to_pandas()
+    events = events.sort_values("event_time", kind="stable")
+    wanted = events["action_type"] != "skip"
+    if config.until is not None:  # the same window the two-tower model was trained on
+        wanted &= events["event_time"] < config.until
+    neighbours = ItemNeighbours.build(events[wanted], model_version=trained.version,
+                                      data_start=trained.data_start, data_end=trained.data_end)
+    neighbours.save(folder / "item_neighbours")
+    progress(f"item neighbours: {len(neighbours):,} items ({neighbours.meta.method}, "
+             f"{neighbours.weights.nnz:,} links)")
     histories = events.groupby("user_id")["item_id"].agg(lambda s: list(s)[-config.history:])
     users = list(histories.index)
     with open_user_vectors(settings) as store:
@@ -49,3 +61,8 @@ def build_candidate_artifacts(
     progress(f"user vectors: {len(users):,} written to the online store")
     (settings.data_path / "models" / "CURRENT").write_text(trained.version)
     return CandidateArtifacts(trained.version, folder, len(index), len(users))
+
+
+def load_neighbours(folder: Path) -> ItemNeighbours | None:
+    """The item-to-item neighbours of a model version folder; None when that version has none."""
+    return ItemNeighbours.load(folder / "item_neighbours") if (folder / "item_neighbours").is_dir() else None

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from embeddings.index import ItemIndex
+from recsys.pipeline.artifacts import load_neighbours
 from recsys.pipeline.candidates import Candidate, CandidateGenerator, CandidateTables, Quotas, build_tables
 from recsys.settings import Settings
 from recsys.stores import open_lake
@@ -74,7 +75,8 @@ def load_serving_tables(settings: Settings, folder: Path | None) -> ServingTable
         return ServingTables(version, None, version, popular, attributes, "no candidate artifact (models/CURRENT)")
     try:
         index = ItemIndex.load(folder / "item_index")
-        tables = build_tables(items, events, index, _vectors(index), now.to_pydatetime())
+        tables = build_tables(items, events, index, _vectors(index), now.to_pydatetime(),
+                              neighbours=load_neighbours(folder))
     except Exception as exc:  # noqa: BLE001 - a missing or corrupt index is a rung of the ladder, not a crash
         log.warning("candidate index at %s unusable: %r", folder, exc)
         return ServingTables(version, None, folder.name, popular, attributes, f"item index unusable: {exc}")
@@ -108,29 +110,12 @@ def _vectors(index: ItemIndex) -> np.ndarray:
     return np.asarray(raw.reconstruct_n(0, raw.ntotal), dtype=np.float32)
 
 
-class _ServingGenerator(CandidateGenerator):
-    """`CandidateGenerator` whose servability check is a set lookup instead of a pandas `.at` per candidate.
-
-    The merge asks about every proposed item (about 2,300 per request); `.at` costs ~18 us each, a set
-    lookup ~50 ns. Same answer: in the catalog and active.
-    TODO(candidates owner): move this set into `CandidateTables` and drop this subclass.
-    """
-
-    def __init__(self, tables: CandidateTables, quotas: Quotas, nprobe: int) -> None:
-        super().__init__(tables, quotas, nprobe=nprobe)
-        active = tables.items["is_active"].astype(bool)
-        self.servable = frozenset(str(i) for i in active.index[active.to_numpy()])
-
-    def _servable(self, item: str) -> bool:
-        return item in self.servable
-
-
 class Retriever:
     """Candidate generation for one user: the merged sources of `CandidateGenerator`."""
 
     def __init__(self, tables: CandidateTables, nprobe: int, quotas: Quotas = Quotas()) -> None:
         self.tables = tables
-        self.generator: CandidateGenerator = _ServingGenerator(tables, quotas, nprobe)
+        self.generator = CandidateGenerator(tables, quotas, nprobe=nprobe)
         # The item vectors as one matrix (the rows `tables.vectors` already views, when it was built from one).
         first = next(iter(tables.vectors.values()), None)
         base = first.base if first is not None else None

@@ -74,3 +74,20 @@ def test_checkpoint_round_trip(lake: Lake, trained: Trained, tmp_path: Path) -> 
     restored = load(tmp_path / "model", items)
     assert restored.version == trained.version
     assert np.allclose(item_vectors(restored, items), item_vectors(trained, items))
+
+
+def test_sparse_id_tables_train_and_reload(lake: Lake, tmp_path: Path) -> None:
+    """Large vocabularies train their id tables with sparse gradients; the checkpoint remembers it."""
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 2, "sparse_ids": True})
+    sparse = train(lake, config, progress=lambda message: None)
+    assert sparse.model.config.sparse and np.isfinite(sparse.losses).all()
+    assert np.mean(sparse.losses[-5:]) < np.mean(sparse.losses[:5])
+    items = lake.latest_snapshot("items")
+    assert items is not None
+    save(sparse, tmp_path / "sparse")
+    assert load(tmp_path / "sparse", items).model.config.sparse
+
+
+def test_max_steps_bounds_a_run(lake: Lake) -> None:
+    bounded = train(lake, TrainConfig(**{**CONFIG.__dict__, "max_steps": 7}), progress=lambda message: None)
+    assert len(bounded.losses) == 7

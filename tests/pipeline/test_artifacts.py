@@ -10,7 +10,7 @@ from embeddings.index import ItemIndex
 from embeddings.train import TrainConfig, load, user_vectors
 from ingestion.generic import GenericSource, load_into_lake
 from ingestion.synthetic import SyntheticConfig, generate
-from recsys.pipeline.artifacts import build_candidate_artifacts
+from recsys.pipeline.artifacts import build_candidate_artifacts, load_neighbours
 from recsys.settings import Settings
 from recsys.stores import open_lake, open_user_vectors
 
@@ -37,3 +37,7 @@ def test_build_publishes_a_consistent_version(settings: Settings, tmp_path: Path
         (stored,) = store.get(["u3"])
     assert stored is not None and stored.version == built.version
     assert np.allclose(stored.vector, user_vectors(trained, ["u3"], [history])[0], atol=1e-6)
+    neighbours = load_neighbours(built.folder)
+    assert neighbours is not None and neighbours.meta.model_version == built.version
+    assert set(neighbours.item_ids) <= set(items["item_id"]) and neighbours.similar(history, 10)
+    assert load_neighbours(tmp_path / "a-version-built-before-neighbours") is None

@@ -10,6 +10,7 @@ import pytest
 
 from embeddings.index import ItemIndex
 from recsys.pipeline.candidates import CandidateGenerator, CandidateTables, Quotas, build_tables
+from recsys.pipeline.neighbours import ItemNeighbours
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 CATEGORIES = ["drama", "comedy", "horror"]
@@ -63,6 +64,7 @@ def test_a_known_user_gets_their_taste_with_provenance(tables: CandidateTables) 
     collaborative = [c for c in found if "collaborative" in c.sources]
     assert collaborative and all(tables.items.at[c.item_id, "category"] == "drama" for c in collaborative)
     assert all(set(c.sources) <= {"collaborative", "content", "popularity", "trending"} for c in found)
+    assert not any("similar_items" in c.sources for c in found)  # no neighbours built: that source is empty
     assert found == sorted(found, key=lambda c: -c.score)
 
 
@@ -99,3 +101,23 @@ def test_an_explicit_k_is_filled_beyond_the_quotas(tables: CandidateTables) -> N
     assert len(generator.generate(drama_user(), recent_items=[], consumed=set())) == 3
     filled = generator.generate(drama_user(), recent_items=[], consumed=set(), k=12)
     assert len(filled) == 12 and all("collaborative" in c.sources for c in filled)
+
+
+def test_similar_items_source_keeps_provenance_and_filters(tables: CandidateTables) -> None:
+    events = events_for(catalog())
+    tables.neighbours = ItemNeighbours.build(events, neighbours=10)
+    generator = CandidateGenerator(tables, Quotas(collaborative=0, similar_items=6, content=0, popularity=0,
+                                                  trending=0))
+    found = generator.generate(None, recent_items=["i3", "i5"], consumed={"i3", "i5", "i6"})
+    ids = [c.item_id for c in found]
+    assert ids and all(set(c.sources) == {"similar_items"} for c in found)
+    assert not {"i3", "i5", "i6", "i4"} & set(ids)  # consumed and inactive
+    assert len(ids) <= 6 and found == sorted(found, key=lambda c: -c.score)
+
+
+def test_an_item_proposed_by_several_sources_counts_once_per_source(tables: CandidateTables) -> None:
+    generator = CandidateGenerator(tables, Quotas(collaborative=3, similar_items=0, content=0, popularity=0,
+                                                  trending=0))
+    repeated = [("i1", 0.9), ("i1", 0.8), ("i2", 0.7), ("i5", 0.6)]
+    merged = generator.merge({"collaborative": repeated}, consumed=set(), k=None)
+    assert [c.item_id for c in merged] == ["i1", "i2", "i5"] and merged[0].sources == {"collaborative": 0.9}

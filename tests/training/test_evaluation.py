@@ -153,6 +153,20 @@ def test_run_evaluation_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert [r["recommender"] for r in saved["results"]] == results["recommender"].tolist()
     assert pd.read_csv(tmp_path / "out" / "evaluation.csv").shape[0] == 4
     assert (tmp_path / "out" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved["split"]["validation"] is False
+
+
+def test_validation_runs_never_see_the_test_part(tmp_path: Path) -> None:
+    frame = tiny_positives()
+    lake = Lake(tmp_path / "lake")
+    lake.write_interactions(events([(u, i, int((t - T0).total_seconds() // 60), "view")
+                                    for u, i, t in frame.itertuples(index=False)]))
+    run_evaluation(tmp_path / "lake", tmp_path / "test", seed=1)
+    run_evaluation(tmp_path / "lake", tmp_path / "val", seed=1, validation=True)
+    test = json.loads((tmp_path / "test" / "evaluation.json").read_text())
+    val = json.loads((tmp_path / "val" / "evaluation.json").read_text())
+    assert val["split"]["validation"]
+    assert val["train_rows"] + val["test_rows"] <= test["train_rows"]  # carved from the training part alone
 
 
 def test_run_evaluation_on_an_empty_lake_says_so(tmp_path: Path) -> None:
