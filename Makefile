@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo features test test-local services-up services-down services-status lint bench clean
+.PHONY: install demo features test test-local services-up services-down services-status lint bench clean serve bento
 
 # constraints.txt pins every transitive package to the set the tests ran with.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -25,6 +25,14 @@ features: install
 	$(BIN)/recsys --profile $(PROFILE) build-features
 	$(BIN)/recsys --profile $(PROFILE) feast-apply
 	$(BIN)/recsys --profile $(PROFILE) materialize
+
+# The API as production hosts it: `bentoml serve` of bento_services.service on serving.host:port (PROFILE=services
+# for the real servers). `bento` builds the Bento (service, packages, ranker and candidate models).
+serve: install
+	RECSYS_PROFILE=$(PROFILE) $(BIN)/python -m bento_services serve
+
+bento: install
+	RECSYS_PROFILE=$(PROFILE) $(BIN)/python -m bento_services build
 
 services-up: install
 	bash infra/services.sh up

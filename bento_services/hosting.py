@@ -1,0 +1,136 @@
+"""How the API is hosted in BentoML: the service configuration and one fix to BentoML 1.4's timeout middleware.
+
+Measured in `bench/bentoml_overhead.py` (the write-up is in the README's serving section):
+
+* BentoML wraps every request in `TimeoutMiddleware`, which arms `loop.call_later(timeout, ...)` and never
+  cancels it. The timer handle keeps the request's `contextvars.Context` alive for the whole timeout (60 s by
+  default), and with it the OpenTelemetry server span that the outer middleware put in that context (BentoML's
+  sampler records spans even at sample rate 0): about 20 tracked objects per request survive into the
+  collector's oldest generation, grow it by tens of thousands of objects a minute and trigger full
+  collections that traverse all of it, the 100-600 ms stalls at p99. `fix_timeout_middleware()` cancels the
+  timer when the request ends; nothing outlives its request and the cyclic collector stays idle.
+  The configuration cannot remove the middleware (`traffic.timeout` must be positive).
+* Per-request work the platform does not use is switched off: access logging (one formatted log line per
+  request), BentoML's own Prometheus middleware (the API exports its own metrics at `/metrics`), and
+  OpenTelemetry spans for the API routes (no trace exporter is configured; the spans were only recorded).
+* `freeze_startup_heap()` moves the objects built at start-up (models, index, feature-store clients) out of
+  the collector's view, so the rare full collection no longer traverses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+from bentoml._internal.server.http import traffic
+from prometheus_client import Histogram
+
+from recsys.serving.metrics import REGISTRY
+
+TIMEOUT_S = 10.0  # whole-request ceiling; the pipeline's own stage timeouts are far shorter
+UNTRACED_ROUTES = "/recommendations,/interactions,/feedback,/healthz,/readyz,/livez,/metrics,/items"
+
+SERVICE_CONFIG: dict[str, Any] = {
+    "workers": 1,  # two cores: one for the worker, one for the rest (load generator, Redis, Kafka)
+    "traffic": {"timeout": TIMEOUT_S},
+    "metrics": {"enabled": False},
+    "logging": {"access": {"enabled": False}},
+    "tracing": {"excluded_urls": UNTRACED_ROUTES},
+}
+
+
+class _CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
+    """BentoML's timeout middleware, with its timer cancelled once the request has finished."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def _send(message: Any) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, _send))
+        try:
+            await waiter
+        except TimeoutError:
+            if task.cancel():
+                await _timeout_response(self.timeout)(scope, receive, send)
+        else:
+            await task
+        finally:
+            timer.cancel()
+
+
+def _timeout_response(timeout: float) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": f"Not able to process the request in {timeout} seconds"}, status_code=504)
+
+
+class LateApp:
+    """The ASGI app BentoML mounts; the service plugs the API in once its models are loaded (503 before)."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def plug(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            from starlette.responses import JSONResponse
+
+            await JSONResponse({"error": "the service is still loading"}, status_code=503)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class OwnRoutes:
+    """Sends the API's own `paths` straight to it: BentoML routes /healthz and /readyz to its own probes
+    before any mounted app, and ours report each dependency."""
+
+    def __init__(self, app: Any, api: LateApp, paths: frozenset[str]) -> None:
+        self.app, self.api, self.paths = app, api, paths
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            await self.api(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def fix_timeout_middleware() -> None:
+    """Make BentoML build its apps with the cancelling timeout middleware (idempotent)."""
+    traffic.TimeoutMiddleware = _CancellingTimeoutMiddleware  # type: ignore[misc]
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then exempt every surviving start-up object from later collections."""
+    gc.collect()
+    gc.freeze()
+
+
+_GC_PAUSES = Histogram("recsys_gc_pause_seconds", "Pauses of the cyclic garbage collector by generation",
+                       ["generation"], buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+                       registry=REGISTRY)
+_gc_started = [0.0]
+
+
+def _observe_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started[0])
+
+
+def export_gc_pauses() -> None:
+    """Time every collection into `/metrics` (a stall there is what the timer fix removed; keep watching)."""
+    if _observe_gc not in gc.callbacks:
+        gc.callbacks.append(_observe_gc)

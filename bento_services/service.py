@@ -1,0 +1,59 @@
+"""The recommendation API as a BentoML service: loads the models, builds the pipeline, mounts the FastAPI app.
+
+Thin by design: the routes are `recsys.serving.http`, the stages `recsys.serving.pipeline`. The models are
+referenced at class level so that `bentoml build` puts them in the Bento; hosting choices (configuration,
+the timeout-middleware fix, the frozen start-up heap) are `bento_services.hosting`, measured in
+`bench/bentoml_overhead.py`. Settings come from the environment (`RECSYS_*`), read once here.
+
+    bentoml serve bento_services.service:Recsys      # what `make serve` runs
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from bento_services import hosting
+from bento_services.models import CANDIDATES_MODEL, RANKER_MODEL, path_of, reference
+from recsys.serving.http import ENDPOINTS
+from recsys.serving.retrieve import current_folder
+from recsys.settings import Settings
+
+hosting.fix_timeout_middleware()
+API = hosting.LateApp()
+SETTINGS = Settings.load()
+_CURRENT = current_folder(SETTINGS)
+
+
+@bentoml.service(name="recsys", **hosting.SERVICE_CONFIG)
+@bentoml.asgi_app(API)
+class Recsys:
+    ranker = reference(RANKER_MODEL)
+    candidates = reference(CANDIDATES_MODEL, prefer=_CURRENT.name if _CURRENT else None)
+
+    def __init__(self) -> None:
+        from recsys.serving.bus import open_bus
+        from recsys.serving.directory import CatalogUsers
+        from recsys.serving.http import create_app
+        from recsys.serving.pipeline import build_pipeline
+        from recsys.serving.rankers import load_rankers
+
+        default, variants = load_rankers(SETTINGS) if self.ranker is not None else (None, {})
+        self.pipeline = build_pipeline(SETTINGS, candidates_dir=path_of(self.candidates), ranker=default,
+                                       variant_rankers=variants)
+        self.bus = open_bus(SETTINGS)
+        self.users = CatalogUsers(SETTINGS)
+        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users))
+
+    @bentoml.on_startup
+    def freeze_heap(self) -> None:
+        hosting.freeze_startup_heap()
+        hosting.export_gc_pauses()
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.pipeline.close()
+        self.bus.close()
+        self.users.close()
+
+
+Recsys.add_asgi_middleware(hosting.OwnRoutes, api=API, paths=ENDPOINTS)  # type: ignore[attr-defined]  # a Service
