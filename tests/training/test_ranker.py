@@ -1,0 +1,122 @@
+"""The ranker on a tiny dataset whose answer is known: a planted signal, one encoder for training and
+serving, missing features, and the round trip through a temporary BentoML model store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from recsys.serving.contracts import Ranker
+from training.ranker import Column, FeatureEncoder, WideDeepRanker
+from training.ranker_eval import list_metrics
+from training.ranker_train import RankerTrainConfig, TrainedRanker, load_ranker, save_ranker, train_ranker
+
+COLUMNS = [
+    Column("item_features__category", "categorical", "unknown"),
+    Column("user_features__engagement_level", "categorical", "low"),
+    Column("item_features__interactions_30d", "numeric", 0.0),
+    Column("user_item_features__user_category_affinity", "numeric", 0.0),
+    Column("request_features__hour_of_day", "numeric", 12.0),
+]
+FAST = RankerTrainConfig(epochs=5, batch_size=512, learning_rate=5e-3, patience=2, members=2)
+
+
+def planted(lists: int = 160, depth: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Users take items of category "a" they have affinity for; candidate scores are pure noise."""
+    rng = np.random.default_rng(seed)
+    n = lists * depth
+    frame = pd.DataFrame({
+        "list_id": np.repeat(np.arange(lists), depth),
+        "user_id": np.repeat([f"u{i}" for i in range(lists)], depth),
+        "item_id": [f"i{j}" for j in rng.integers(0, 500, n)],
+        "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC"),
+        "candidate_score": rng.random(n), "embedding_score": rng.normal(size=n),
+        "item_features__category": rng.choice(["a", "b", "c"], n),
+        "user_features__engagement_level": rng.choice(["low", "high"], n),
+        "item_features__interactions_30d": rng.poisson(5, n).astype(float),
+        "user_item_features__user_category_affinity": rng.random(n),
+        "request_features__hour_of_day": rng.integers(0, 24, n).astype(float),
+    })
+    signal = (frame["item_features__category"] == "a") & (frame["user_item_features__user_category_affinity"] > 0.5)
+    frame["label"] = (signal & (rng.random(n) < 0.9)).astype("int64")
+    return frame
+
+
+def serving_layout(frame: pd.DataFrame) -> dict[str, list[object]]:
+    """One list as `FastOnlineFeatures.get(...)[0]` gives it: plain Python values per column."""
+    return {c: frame[c].tolist() for c in ["user_id", "item_id", *(col.ref for col in COLUMNS)]}
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedRanker:
+    return train_ranker(planted(), COLUMNS, FAST, progress=lambda _: None, version="test")
+
+
+def test_learns_the_planted_signal(trained: TrainedRanker) -> None:
+    test = planted(seed=1)
+    scores = trained.ranker.score_lists(test, test["candidate_score"].to_numpy(), test["embedding_score"].to_numpy(),
+                                        test["list_id"].to_numpy())
+    assert roc_auc_score(test["label"], scores) > 0.9
+    relevant = test[test["label"] == 1].groupby("user_id")["item_id"].agg(set).to_dict()
+    metrics = list_metrics(test, scores, relevant)
+    assert metrics["ndcg@10"] > metrics["candidate_ndcg@10"] + 0.3
+    assert trained.history and trained.best_epoch >= 1
+
+
+def test_implements_the_serving_protocol(trained: TrainedRanker) -> None:
+    ranker: Ranker = trained.ranker
+    assert ranker.version == "test"
+    assert ranker.score({}, np.zeros(0), np.zeros(0)).shape == (0,)
+
+
+def test_training_and_serving_layouts_encode_the_same(trained: TrainedRanker) -> None:
+    frame = planted(seed=2)
+    one = frame[frame["list_id"] == 3].reset_index(drop=True)
+    encoder = trained.ranker.encoder
+    offline = encoder.encode(one, one["candidate_score"].to_numpy(), one["embedding_score"].to_numpy(),
+                             one["list_id"].to_numpy())
+    online = encoder.encode(serving_layout(one), one["candidate_score"].to_numpy(), one["embedding_score"].to_numpy())
+    for a, b in [(offline.dense, online.dense), (offline.categorical, online.categorical), (offline.wide, online.wide)]:
+        assert np.array_equal(a.numpy(), b.numpy())
+    served = trained.ranker.score(serving_layout(one), one["candidate_score"].to_numpy(),
+                                  one["embedding_score"].to_numpy())
+    batch = trained.ranker.score_lists(frame, frame["candidate_score"].to_numpy(), frame["embedding_score"].to_numpy(),
+                                       frame["list_id"].to_numpy())[frame["list_id"].to_numpy() == 3]
+    np.testing.assert_allclose(served, batch, rtol=1e-5, atol=1e-6)
+
+
+def test_missing_features_read_as_typed_defaults(trained: TrainedRanker) -> None:
+    one = planted(seed=3).head(6)
+    scores, embedding = one["candidate_score"].to_numpy(), one["embedding_score"].to_numpy()
+    missing = serving_layout(one)
+    missing["item_features__interactions_30d"] = [None, float("nan"), None, 1.0, None, None]
+    missing["item_features__category"] = [None] * 6
+    del missing["request_features__hour_of_day"]  # a column the layout lacks entirely
+    defaulted = serving_layout(one)
+    defaulted["item_features__interactions_30d"] = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    defaulted["item_features__category"] = ["unknown"] * 6
+    defaulted["request_features__hour_of_day"] = [12.0] * 6
+    got = trained.ranker.score(missing, scores, embedding)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, trained.ranker.score(defaulted, scores, embedding))
+
+
+def test_save_and_load_through_a_temporary_model_store(trained: TrainedRanker, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path))
+    start, end = datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 6, 1, tzinfo=UTC)
+    tag = save_ranker(trained, "ranker_v1", start, end, {"auc": 0.9}, home=tmp_path)
+    assert (tmp_path / "models" / "ranker").is_dir()
+    loaded = load_ranker(tag, home=tmp_path)
+    assert isinstance(loaded, WideDeepRanker) and loaded.version == "test"
+    assert loaded.metadata["feature_service"] == "ranker_v1"
+    assert loaded.metadata["data_start"] == start.isoformat() and loaded.metadata["metrics"] == {"auc": 0.9}
+    one = planted(seed=4).head(30)
+    args = (serving_layout(one), one["candidate_score"].to_numpy(), one["embedding_score"].to_numpy())
+    np.testing.assert_array_equal(trained.ranker.score(*args), loaded.score(*args))
+    assert FeatureEncoder.from_state(trained.ranker.encoder.state()) == trained.ranker.encoder

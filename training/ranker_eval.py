@@ -1,0 +1,179 @@
+"""The ranker judged two ways: on its own (AUC, NDCG@10 of re-ranked lists against the candidate
+order) and as the last stage of our recommender in the evaluation harness (`RankedCandidates`).
+
+`RankedCandidates.fit(train)` never sees test rows: it carves each user's latest interactions of
+``train`` as the ranker's window, fits candidates on the rest, labels the window users' candidate
+lists with what they took in the window, trains the ranker on those lists (its early stopping on a
+held-out share of them), then refits the candidates on all of ``train``. `recommend` re-ranks each
+user's top ``depth`` candidates as of one second after their last training event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+from sklearn.metrics import roc_auc_score
+
+from embeddings.train import TrainConfig
+from recsys.features.service import service_layout
+from recsys.stores.lake import Lake
+from training.candidate_eval import MergedCandidates
+from training.evaluation import ndcg_at_k, positives, temporal_split
+from training.ranker import WideDeepRanker, columns_of
+from training.ranker_data import CandidateSource, candidate_lists, request_times, with_features
+from training.ranker_train import RankerTrainConfig, TrainedRanker, plot_curves, save_ranker, train_ranker
+
+
+@dataclass(frozen=True)
+class RankerEvalConfig:
+    depth: int = 100  # candidates re-ranked per user
+    window_fraction: float = 0.2  # each user's latest share of train that labels the ranker's lists
+    service: str = "ranker_v1"
+    candidate_epochs: int = 5
+    train: RankerTrainConfig = field(default_factory=RankerTrainConfig)
+
+
+def list_metrics(lists: pd.DataFrame, scores: np.ndarray, relevant: Mapping[str, Collection[str]],
+                 k: int = 10) -> dict[str, float]:
+    """AUC of ``scores`` on the lists' labels; NDCG@k of the lists ordered by score and by candidate score.
+
+    Relevance is the user's full set of next items (those the candidates missed count too), as in the
+    harness, so the NDCGs are comparable with its table.
+    """
+    frame = lists.assign(_score=scores)
+    labels = frame["label"].to_numpy()
+    auc = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+    users = {u: relevant[u] for u in frame["user_id"].unique() if u in relevant}
+
+    def ordered(column: str) -> dict[str, list[str]]:
+        ranked = frame.sort_values(["list_id", column], ascending=[True, False], kind="stable")
+        return ranked.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
+
+    return {"auc": auc, f"ndcg@{k}": ndcg_at_k(ordered("_score"), users, k),
+            f"candidate_ndcg@{k}": ndcg_at_k(ordered("candidate_score"), users, k),
+            "lists": float(len(users)), "rows": float(len(frame))}
+
+
+class RankedCandidates:
+    """Merged candidates re-ranked by the Wide & Deep ranker: our final lists, as a `Recommender`."""
+
+    name = "candidates + ranker"
+
+    def __init__(self, items: pd.DataFrame, store: FeatureStore, config: RankerEvalConfig = RankerEvalConfig(),
+                 progress: Callable[[str], None] = print,
+                 reuse: MergedCandidates | None = None) -> None:
+        """``reuse``: the harness's own merged candidates, listed before this one; when fitted on the
+        same training frame, its model is the one re-ranked (same candidates, one training run less)
+        and its settings are those of the window's candidate model."""
+        self.items, self.store, self.config, self.progress, self.reuse = items, store, config, progress, reuse
+        self.trained: TrainedRanker | None = None
+        self.source: CandidateSource | None = None
+        self.request_at: dict[str, pd.Timestamp] = {}
+        self.data_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+
+    @property
+    def ranker(self) -> WideDeepRanker:
+        assert self.trained is not None, "fit first"
+        return self.trained.ranker
+
+    def fit(self, train: pd.DataFrame) -> None:
+        history, window = temporal_split(train, self.config.window_fraction)
+        relevant = window.groupby("user_id")["item_id"].agg(set).to_dict()
+        self.progress(f"ranker window: {len(history):,} history rows, {len(window):,} window rows, "
+                      f"{len(relevant):,} users")
+        source = self._candidates(history)
+        users = sorted(relevant)
+        lists = candidate_lists(source, users, request_times(history), relevant, self.config.depth)
+        examples = with_features(self.store, lists, self.config.service)
+        columns = columns_of(service_layout(self.store, self.config.service).specs)
+        self.trained = train_ranker(examples, columns, self.config.train, self.progress)
+        self.data_window = (pd.Timestamp(train["event_time"].min()), pd.Timestamp(train["event_time"].max()))
+        self.source = self._candidates(train)
+        self.request_at = request_times(train)
+
+    def _candidates(self, frame: pd.DataFrame) -> CandidateSource:
+        reuse = self.reuse
+        if reuse is not None and reuse.fitted_on is frame:
+            return CandidateSource(reuse, self.items)
+        fitted = (MergedCandidates(self.items, reuse.config, reuse.quotas, reuse.nprobe) if reuse is not None
+                  else MergedCandidates(self.items, TrainConfig(epochs=self.config.candidate_epochs)))
+        fitted.fit(frame)
+        return CandidateSource(fitted, self.items)
+
+    def scored_lists(self, users: Sequence[str], relevant: Mapping[str, Collection[str]] | None = None
+                     ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Each user's top `depth` candidates with features (as of their request time) and ranker scores."""
+        assert self.source is not None, "fit first"
+        lists = candidate_lists(self.source, list(users), self._times(users), relevant or {}, self.config.depth)
+        if lists.empty:
+            return lists, np.zeros(0)
+        examples = with_features(self.store, lists, self.config.service)
+        scores = self.ranker.score_lists(examples, examples["candidate_score"].to_numpy(),
+                                         examples["embedding_score"].to_numpy(), examples["list_id"].to_numpy())
+        return examples, scores
+
+    def recommend(self, users: Sequence[str], k: int) -> dict[str, list[str]]:
+        """The re-ranked top `depth`, then the rest of the candidates in their own order, up to k."""
+        assert self.source is not None, "fit first"
+        unique = list(dict.fromkeys(users))
+        examples, scores = self.scored_lists(unique)
+        ranked = (examples.assign(_score=scores).sort_values(["list_id", "_score"], ascending=[True, False],
+                                                              kind="stable")
+                  .groupby("user_id", sort=False)["item_id"].agg(list).to_dict()) if len(examples) else {}
+        out = {}
+        for user in unique:
+            head = ranked.get(user, [])
+            tail: list[str] = []
+            if k > len(head):
+                ids, _, _ = self.source.scored(user, k)
+                taken = set(head)
+                tail = [i for i in ids if i not in taken]
+            out[user] = (head + tail)[:k]
+        return {u: out[u] for u in users}
+
+    def _times(self, users: Sequence[str]) -> dict[str, pd.Timestamp]:
+        fallback = max(self.request_at.values()) if self.request_at else pd.Timestamp.now(tz="UTC")
+        return {u: self.request_at.get(u, fallback) for u in users}
+
+    def holdout_metrics(self, test: pd.DataFrame) -> dict[str, float]:
+        """AUC and NDCG@10 (ranker vs candidate order) on the test users' lists: the temporal hold-out."""
+        relevant = test.groupby("user_id")["item_id"].agg(set).to_dict()
+        examples, scores = self.scored_lists(sorted(relevant), relevant)
+        return list_metrics(examples, scores, relevant)
+
+
+@dataclass(frozen=True)
+class RankerRun:
+    tag: str
+    metrics: dict[str, float]
+    curve: Path
+
+
+def train_and_save(lake_root: Path, items: pd.DataFrame, store: FeatureStore, out_dir: Path,
+                   config: RankerEvalConfig = RankerEvalConfig(), home: Path | None = None,
+                   progress: Callable[[str], None] = print) -> RankerRun:
+    """Train on the harness's temporal split of the lake, measure on its hold-out, save to the model store.
+
+    The saved model is the one measured: trained on data before every user's hold-out, so its
+    metrics are honest; the data window in its metadata says which events it learned from.
+    """
+    table = Lake(lake_root).interactions(columns=["user_id", "item_id", "event_time", "action_type", "value"])
+    train, test = temporal_split(positives(table))
+    ranked = RankedCandidates(items, store, config, progress)
+    ranked.fit(train)
+    metrics = ranked.holdout_metrics(test)
+    progress(f"hold-out: AUC {metrics['auc']:.4f}, NDCG@10 {metrics['ndcg@10']:.4f} re-ranked vs "
+             f"{metrics['candidate_ndcg@10']:.4f} in candidate order ({int(metrics['lists'])} users)")
+    assert ranked.trained is not None and ranked.data_window is not None
+    curve = out_dir / "ranker_curve.png"
+    plot_curves(ranked.trained.history, curve)
+    start, end = (t.to_pydatetime() for t in ranked.data_window)
+    tag = save_ranker(ranked.trained, config.service, start, end, metrics, home)
+    (out_dir / "ranker_metrics.json").write_text(json.dumps({"tag": tag, **metrics}, indent=2) + "\n")
+    return RankerRun(tag, metrics, curve)
