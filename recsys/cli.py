@@ -188,8 +188,10 @@ def evaluate(
     epochs: int = typer.Option(12, help="two-tower training epochs"),
     users_sample: int | None = typer.Option(None, help="evaluate a seeded sample of users"),
     validation: bool = typer.Option(False, help="judge on a split of the training part (for tuning), not the test"),
+    with_ranker: bool = typer.Option(True, "--with-ranker/--without-ranker",
+                                     help="also list the final lists: merged candidates re-ranked by the ranker"),
 ) -> None:
-    """Offline evaluation on a per-user temporal split: our candidates beside popularity, item-kNN, EASE, ALS."""
+    """Offline evaluation on a per-user temporal split: our candidates and final lists beside the peers."""
     from embeddings.train import TrainConfig
     from training.candidate_eval import MergedCandidates, SourceAlone
     from training.evaluation import run_evaluation
@@ -201,7 +203,15 @@ def evaluate(
     merged = MergedCandidates(items, TrainConfig(epochs=epochs))
     alone = [SourceAlone(merged, "collaborative", "two-tower ANN"),
              SourceAlone(merged, "similar_items", "similar items")]
-    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation", extra=[merged, *alone],
+    extra = [merged, *alone]
+    if with_ranker:
+        from recsys.features.store import open_feature_store
+        from training.ranker_eval import RankedCandidates, RankerEvalConfig
+
+        # After `merged`: it re-ranks the harness's own fitted candidates, trained on the training part only.
+        extra.append(RankedCandidates(items, open_feature_store(settings), RankerEvalConfig(candidate_epochs=epochs),
+                                      progress=lambda message: err.print(f"[ranker] {message}"), reuse=merged))
+    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation", extra=extra,
                    users_sample=users_sample, validation=validation)
 
 

@@ -107,6 +107,8 @@ class ServingSettings(_Section):
     embedding_cache_ttl_seconds: int = 3600
     feature_cache_ttl_seconds: int = 900
     nprobe: int = 32
+    rank_depth: int = Field(100, ge=1, description="candidates the ranker scores (in fusion order); the rest "
+                            "follow in fusion order. The ranker is trained on lists this deep")
     deny_list: list[str] = Field(default_factory=list, description="item ids never recommended")
     boosts: dict[str, float] = Field(default_factory=dict, description="item id -> multiplicative score boost")
     freshness_boost: float = Field(0.1, description="extra score share for items first seen in the last 30 days")

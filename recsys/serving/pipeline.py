@@ -42,7 +42,7 @@ from recsys.serving.metrics import CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
 from recsys.serving.postprocess import PostProcessor, main_source
 from recsys.serving.precomputed import PrecomputedStore, open_precomputed, source_of
 from recsys.serving.retrieve import Retriever, ServingTables, current_folder, load_serving_tables
-from recsys.serving.score import candidate_scores, rank_scores
+from recsys.serving.score import below_ranked, candidate_scores, rank_scores
 from recsys.serving.stages import StageFailed, StageRunner
 from recsys.settings import Settings
 from recsys.stores import (
@@ -195,7 +195,9 @@ class RecommendationPipeline:
         assembler, retriever = self.assembler, self.retriever
         if ranker is None or assembler is None or retriever is None or not candidates:
             return fused, self.tables.version, Degradation.CANDIDATE_SCORES
-        ids = [c.item_id for c in candidates]
+        depth = min(len(candidates), self.settings.serving.rank_depth)
+        ids = [c.item_id for c in candidates[:depth]]
+        head = fused[:depth]
         level = Degradation.FULL
         now = datetime.now(UTC)
         try:
@@ -205,10 +207,10 @@ class RecommendationPipeline:
             features, level = assembler.defaults(request.user_id, ids), Degradation.DEFAULT_FEATURES
         embedding = retriever.embedding_scores(vector, ids)
         try:
-            scores = self.runner.run("ranking", lambda: rank_scores(ranker, features, fused, embedding), timings)
+            scores = self.runner.run("ranking", lambda: rank_scores(ranker, features, head, embedding), timings)
         except StageFailed:
             return fused, self.tables.version, Degradation.CANDIDATE_SCORES
-        return scores, ranker.version, level
+        return below_ranked(scores, fused[depth:]), ranker.version, level
 
     def _precomputed(self, request: RecommendationRequest, excluded: set[str],
                      timings: dict[str, float]) -> list[RecommendedItem] | None:

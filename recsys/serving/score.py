@@ -23,3 +23,11 @@ def rank_scores(ranker: Ranker, features: Features, fused: np.ndarray, embedding
     if not np.isfinite(scores).all():
         raise ValueError(f"ranker {ranker.version} returned non-finite scores")
     return scores
+
+
+def below_ranked(ranked: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """Ranker scores of the head, then the unranked tail below all of them, still in fusion order."""
+    if len(tail) == 0:
+        return ranked
+    floor = float(ranked.min()) if len(ranked) else 0.0
+    return np.concatenate([ranked, floor - 1.0 - (float(tail.max()) - tail)])

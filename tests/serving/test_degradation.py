@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -239,3 +240,32 @@ def test_postgres_stopped_in_services(tmp_path: Path, servers: None) -> None:
         pipeline.close()
     finally:
         postgres_server.remove()
+
+
+def test_the_ranker_scores_only_rank_depth_candidates_and_the_rest_follow(featured: Settings, world: World) -> None:
+    class CountingRanker(FakeRanker):
+        def score(self, features: dict[str, list[object]], candidate_scores: np.ndarray,
+                  embedding_scores: np.ndarray) -> np.ndarray:
+            self.sizes.append(len(candidate_scores))
+            assert all(len(column) == len(candidate_scores) for column in features.values())
+            return -np.arange(len(candidate_scores), dtype=np.float64)  # keeps the fusion order
+
+        sizes: list[int] = []
+
+    settings = featured.model_copy(update={"serving": featured.serving.model_copy(update={"rank_depth": 3})})
+    ranker = CountingRanker()
+    pipeline = build_pipeline(settings, ranker=ranker)
+    answer = ask(pipeline, world.warm_user)
+    assert answer.degradation == Degradation.FULL
+    assert ranker.sizes == [3]
+    assert len(answer.items) > 3  # the unranked tail still fills the list
+    pipeline.close()
+
+
+def test_below_ranked_puts_the_tail_under_every_ranked_score_in_fusion_order() -> None:
+    from recsys.serving.score import below_ranked
+
+    scores = below_ranked(np.array([0.2, 0.9, -0.5]), np.array([0.30, 0.25, 0.01]))
+    assert list(np.argsort(-scores)[:3]) == [1, 0, 2]
+    assert scores[3:].max() < -0.5 and list(scores[3:]) == sorted(scores[3:], reverse=True)
+    assert list(below_ranked(np.array([1.0]), np.array([]))) == [1.0]
