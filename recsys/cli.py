@@ -195,6 +195,7 @@ def evaluate(
     from embeddings.train import TrainConfig
     from training.candidate_eval import MergedCandidates, SourceAlone
     from training.evaluation import run_evaluation
+    from training.recommender import Recommender
 
     settings = state.settings
     items = open_lake(settings).latest_snapshot("items")
@@ -203,7 +204,7 @@ def evaluate(
     merged = MergedCandidates(items, TrainConfig(epochs=epochs))
     alone = [SourceAlone(merged, "collaborative", "two-tower ANN"),
              SourceAlone(merged, "similar_items", "similar items")]
-    extra = [merged, *alone]
+    extra: list[Recommender] = [merged, *alone]
     if with_ranker:
         from recsys.features.store import open_feature_store
         from training.ranker_eval import RankedCandidates, RankerEvalConfig
@@ -257,7 +258,8 @@ def serve() -> None:
 
 @app.command()
 def demo() -> None:
-    """The main job: fetch ml-latest-small, import it, build features, apply, materialize, read them back."""
+    """The main job on ml-latest-small: import, features, embeddings and index, ranker, precompute, the
+    evaluation table, and a sample request and response."""
     fetch_movielens()
     migrate()
     import_movielens(None)
@@ -268,6 +270,11 @@ def demo() -> None:
     user, as_of = _newest_user(state.settings)
     materialize(as_of)
     training_set(state.settings.data_path / "training" / "ranker_v1.parquet", "ranker_v1", 20_000)
+    build_candidates(epochs=12)
+    train_ranker_command(depth=100, candidate_epochs=12, out_dir=None)
+    precompute(k=100, active_days=None)
+    evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True)
+    _sample_request(state.settings, user)
     _print_online_sample(state.settings, user, as_of)
 
 
@@ -297,6 +304,27 @@ def _print_online_sample(settings: Settings, user: str, as_of: datetime) -> None
                  "user_item_features__user_category_affinity", "user_item_features__item_age_days"):
         table.add_row(name, *[f"{v:.2f}" if isinstance(v, float) else str(v) for v in values[name]])
     out.print(table)
+
+
+def _sample_request(settings: Settings, user: str) -> None:
+    """One GET /recommendations through the real app in process, printed as a client would see it."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from recsys.serving.http import app_from_settings
+
+    key = settings.serving.api_keys[0].get_secret_value()
+    with TestClient(app_from_settings(settings)) as client:
+        path = f"/recommendations?user_id={user}&n=5&device=web"
+        answer = client.get(path, headers={"X-API-Key": key})
+    out.print(f"GET {path}  (X-API-Key: …)")
+    out.print(f"{answer.status_code}  X-Experiment: {answer.headers.get('x-experiment')}  "
+              f"X-Model-Version: {answer.headers.get('x-model-version')}  "
+              f"X-Degradation: {answer.headers.get('x-degradation')}")
+    out.print_json(json.dumps(answer.json()))
+    out.print("serve it: make serve   (then curl -H 'X-API-Key: dev-key' "
+              f"'http://{settings.serving.host}:{settings.serving.port}/recommendations?user_id={user}&n=10')")
 
 
 def _print_summary(settings: Settings) -> None:

@@ -133,7 +133,10 @@ class FeatureEncoder:
         raw = values.get(column.ref)
         if raw is None:
             return np.full(n, column.default, dtype=np.float64)
-        array = pd.to_numeric(pd.Series(list(raw), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        try:  # numbers and None (-> NaN): the serving case, without pandas
+            array = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = pd.to_numeric(pd.Series(list(raw), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
         return np.where(np.isfinite(array), array, column.default)
 
     @staticmethod
@@ -189,8 +192,22 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def _one_list(groups: np.ndarray) -> bool:
+    """All rows belong to one list (serving): numpy alone, no group-by."""
+    return len(groups) == 0 or bool((groups == groups[0]).all())
+
+
 def _minus_list_mean(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    if _one_list(groups):
+        return x - x.mean() if len(x) else x
     return x - pd.Series(x).groupby(groups, sort=False).transform("mean").to_numpy()
+
+
+def _descending_rank(x: np.ndarray) -> np.ndarray:
+    """0 = largest; ties in order of appearance (pandas' rank(ascending=False, method="first") - 1)."""
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[np.argsort(-x, kind="stable")] = np.arange(len(x), dtype=np.float64)
+    return ranks
 
 
 def _list_features(candidate: np.ndarray, embedding: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
@@ -199,6 +216,10 @@ def _list_features(candidate: np.ndarray, embedding: np.ndarray, groups: np.ndar
     Neither depends on the list's length, so a longer list at serving time than in training leaves
     the features of its head unchanged (ranks past the training depth extrapolate).
     """
+    if _one_list(groups):
+        ranks = [_descending_rank(candidate), _descending_rank(embedding)]
+        gaps = [x - x.max() if len(x) else x for x in (candidate, embedding)]
+        return [np.asarray(x, dtype=np.float64) for x in (candidate, embedding, *ranks, *gaps)]
     frame = pd.DataFrame({"g": groups, "c": candidate, "e": embedding})
     by = frame.groupby("g", sort=False)
     out = [candidate, embedding]

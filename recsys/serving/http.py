@@ -151,14 +151,20 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
                       candidates_dir: Path | None = None) -> FastAPI:
     """The app over the real pipeline and the profile's bus, closing both on shutdown.
 
-    What `recsys serve` and the Bento host; the host loads the ranker (e.g. from the model store) and
-    passes it, without one answers come from candidate scores.
+    What `recsys serve` hosts. Without a `ranker` the model store's rankers are loaded (`ranker:latest`
+    and the experiments' versions); with none there, answers come from candidate scores.
     """
     from recsys.serving.bus import open_bus
     from recsys.serving.directory import CatalogUsers
     from recsys.serving.pipeline import build_pipeline
 
-    service = build_pipeline(settings, candidates_dir=candidates_dir, ranker=ranker)
+    if ranker is None:
+        from recsys.serving.rankers import load_rankers
+
+        ranker, variants = load_rankers(settings)
+    else:
+        variants = {}
+    service = build_pipeline(settings, candidates_dir=candidates_dir, ranker=ranker, variant_rankers=variants)
     return create_app(settings, service, open_bus(settings), users=CatalogUsers(settings), close_on_shutdown=True)
 
 
