@@ -350,14 +350,14 @@ def recommend_batch(
     k: int = typer.Option(50, "--k", min=1, help="recommendations per user"),
 ) -> None:
     """Top-K recommendations for many users through the serving pipeline, to CSV or Parquet."""
-    from recsys.serving.batch import active_users, read_users, recommend_batch, write_recommendations
+    from recsys.serving.batch import active_users, batch_settings, read_users, recommend_batch, write_recommendations
     from recsys.serving.rankers import build_serving_pipeline
 
     if (users_file is None) == (not all_active):
         raise InvalidInputError("give exactly one of --users FILE or --all-active")
     settings = state.settings
     users = read_users(users_file) if users_file is not None else active_users(settings)
-    pipeline = build_serving_pipeline(settings)
+    pipeline = build_serving_pipeline(batch_settings(settings))
     try:
         frame = recommend_batch(pipeline, users, k, show_progress=True)
     finally:
@@ -373,13 +373,13 @@ def precompute(
     active_days: int | None = typer.Option(None, help="only users active in the last N days of data"),
 ) -> None:
     """Layer 1: each active user's top K into Redis (with its TTL) and the precomputed_recommendations table."""
-    from recsys.serving.batch import active_users
+    from recsys.serving.batch import active_users, batch_settings
     from recsys.serving.batch import precompute as run_precompute
     from recsys.serving.rankers import build_serving_pipeline
 
     settings = state.settings
     users = active_users(settings, active_days)
-    pipeline = build_serving_pipeline(settings)
+    pipeline = build_serving_pipeline(batch_settings(settings))
     try:
         written = run_precompute(pipeline, users, k, show_progress=True)
     finally:

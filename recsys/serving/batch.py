@@ -17,6 +17,7 @@ from recsys.errors import InvalidInputError, UnknownUserError
 from recsys.progress import progress
 from recsys.serving.contracts import RecommendationRequest
 from recsys.serving.pipeline import RecommendationPipeline
+from recsys.serving.stages import DEFAULT_BUDGETS_MS
 from recsys.settings import Settings
 from recsys.stores import open_lake
 from recsys.stores.catalog import Recommendation
@@ -24,6 +25,19 @@ from recsys.stores.catalog import Recommendation
 COLUMNS = ("user_id", "rank", "item_id", "score", "source", "explanation", "degradation", "variant",
            "model_version")
 FORMATS = (".csv", ".parquet")
+#: A batch job computes; it has no client waiting, so its stages get a generous budget.
+BATCH_STAGE_TIMEOUT_MS = 30_000.0
+#: Rungs that mean "we could not compute a list": never written to layer 1 as if they were one.
+NOT_COMPUTED = ("precomputed", "popular")
+
+
+def batch_settings(settings: Settings) -> Settings:
+    """The settings with every stage budget raised to BATCH_STAGE_TIMEOUT_MS, for batch jobs."""
+    budgets = {stage: max(ms, BATCH_STAGE_TIMEOUT_MS) for stage, ms in settings.serving.stage_timeout_ms.items()}
+    for stage in (*DEFAULT_BUDGETS_MS, "candidates", "features", "ranking"):
+        budgets.setdefault(stage, BATCH_STAGE_TIMEOUT_MS)
+    serving = settings.serving.model_copy(update={"stage_timeout_ms": budgets})
+    return settings.model_copy(update={"serving": serving})
 
 
 def recommend_batch(pipeline: RecommendationPipeline, users: Iterable[str], k: int,
@@ -83,6 +97,7 @@ def precompute(pipeline: RecommendationPipeline, users: Sequence[str], k: int, s
                computed_at: datetime | None = None) -> int:
     """Compute each user's top `k` and write it to every layer-1 store; returns users written."""
     frame = recommend_batch(pipeline, users, k, show_progress)
+    frame = frame[~frame["degradation"].isin(NOT_COMPUTED)]
     lists = {
         str(user_id): [Recommendation(str(r.item_id), int(r.rank), float(r.score), str(r.explanation))
                        for r in group.itertuples(index=False)]

@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.errors import InvalidInputError
 from recsys.serving import rankers
-from recsys.serving.batch import COLUMNS, precompute, read_users, recommend_batch, write_recommendations
+from recsys.serving.batch import (
+    COLUMNS,
+    batch_settings,
+    precompute,
+    read_users,
+    recommend_batch,
+    write_recommendations,
+)
 from recsys.serving.contracts import RecommendationRequest
 from recsys.serving.pipeline import build_pipeline
 from recsys.serving.precomputed import KIND
@@ -87,3 +94,20 @@ def test_the_commands(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 0, result.output
     with open_catalog(world.settings) as catalog:
         assert len(catalog.get_recommendations(world.warm_user, KIND, datetime.now(UTC))) == 5
+
+
+def test_precompute_never_stores_a_fallback_as_a_computed_list(world: World, tmp_path: Path) -> None:
+    pipeline = build_pipeline(world.settings, candidates_dir=tmp_path / "no-such-model")
+    assert pipeline.recommend(RecommendationRequest(world.warm_user, n=6), use_precomputed=False).degradation.value \
+        == "popular"
+    assert precompute(pipeline, [world.warm_user], k=6) == 0
+    with open_catalog(world.settings) as catalog:
+        assert catalog.get_recommendations(world.warm_user, KIND, datetime.now(UTC)) == []
+    pipeline.close()
+
+
+def test_batch_settings_give_every_stage_a_generous_budget(world: World) -> None:
+    relaxed = batch_settings(world.settings)
+    assert all(ms >= 30_000 for ms in relaxed.serving.stage_timeout_ms.values())
+    assert {"candidates", "features", "ranking", "user_state"} <= set(relaxed.serving.stage_timeout_ms)
+    assert world.settings.serving.stage_timeout_ms["candidates"] < 30_000  # the online settings are untouched
