@@ -50,14 +50,16 @@ test-local: install
 	$(BIN)/pytest -ra -m "not services"
 
 lint: install
-	$(BIN)/ruff check recsys ingestion training tests bench
-	$(BIN)/mypy recsys ingestion training
+	$(BIN)/ruff check recsys ingestion training embeddings bento_services tests bench
+	$(BIN)/mypy recsys ingestion training embeddings bento_services
 
 bench: install services-up
 	$(BIN)/python -m bench.import_throughput
 	$(BIN)/python -m bench.generator_throughput
 	$(BIN)/python -m bench.materialize_throughput
 	$(BIN)/python -m bench.online_latency
+	$(BIN)/python -m bench.bentoml_overhead
+	$(BIN)/python -m bench.serving_latency --world small
 
 clean:
 	bash infra/services.sh down || true

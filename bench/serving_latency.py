@@ -49,9 +49,17 @@ def small_world() -> Path:
         source = Settings.load().data_path
         for part in ("lake", "embedded", "models", "ml-latest-small"):
             shutil.copytree(source / part, folder / part, dirs_exist_ok=True)
+        _forget_precomputed(folder)  # the copy's lists (e.g. from `make demo`) would leave no full-path users
         precompute(folder, active_days=365)
         (folder / ".complete").touch()
     return folder
+
+
+def _forget_precomputed(folder: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(folder / "embedded" / "catalog.sqlite") as db:
+        db.execute("DELETE FROM precomputed_recommendations")
 
 
 def precompute(folder: Path, active_days: int) -> None:
@@ -137,10 +145,13 @@ def _path(base: str, name: str, users: list[str], args: argparse.Namespace) -> d
     return figures
 
 
-def _serve(folder: Path, log: Path) -> Any:
+def _serve(folder: Path, log: Path, own_model_store: bool) -> Any:
+    """The API over `folder`; the small world uses the default model store (the ranker `make demo` trained)."""
     env = {"RECSYS_DATA_DIR": str(folder), "RECSYS_PROFILE": "local", "RECSYS_SERVING__PORT": str(PORT),
            "RECSYS_SERVING__RATE_LIMIT_PER_SECOND": "1000000", "RECSYS_SERVING__RATE_LIMIT_BURST": "1000000",
-           "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(CACHE / "bentoml_home")}
+           "BENTOML_DO_NOT_TRACK": "true"}
+    if own_model_store:
+        env["BENTOML_HOME"] = str(CACHE / "bentoml_home")
     command = [sys.executable, "-m", "bento_services", "serve"]
     return served(command, f"http://127.0.0.1:{PORT}/healthz", log, env=env, timeout_s=900)
 
@@ -161,7 +172,7 @@ def main() -> None:
         folder = million_world()
     base = f"http://127.0.0.1:{PORT}"
     results: dict[str, Any] = {}
-    with _serve(folder, CACHE / "logs" / f"serving-{args.world}.log"):
+    with _serve(folder, CACHE / "logs" / f"serving-{args.world}.log", own_model_store=args.world != "small"):
         if args.world == "small":
             users = users_of(folder)
             cached, full = split_users(base, users)

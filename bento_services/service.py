@@ -24,7 +24,7 @@ SETTINGS = Settings.load()
 _CURRENT = current_folder(SETTINGS)
 
 
-@bentoml.service(name="recsys", **hosting.SERVICE_CONFIG)
+@bentoml.service(name="recsys", **{**hosting.SERVICE_CONFIG, "workers": SETTINGS.serving.workers})
 @bentoml.asgi_app(API)
 class Recsys:
     ranker = reference(RANKER_MODEL)

@@ -92,6 +92,7 @@ class ServingSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = 58000
+    workers: int = Field(1, ge=1, description="API worker processes (BentoML); one per core the API may use")
     api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")],
                                       description="keys accepted in the X-API-Key header")
     rate_limit_per_second: float = Field(200.0, description="per-key token bucket refill rate")

@@ -30,6 +30,8 @@ from embeddings.index import ItemIndex
 from recsys.pipeline.neighbours import ItemNeighbours
 
 RRF_K = 60.0
+#: The newest recent items the similar-items source reads.
+SIMILAR_HISTORY = 200
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,10 @@ class CandidateGenerator:
         """Items most often consumed with the user's recent ones (newest weigh most)."""
         if self.tables.neighbours is None or self.quotas.similar_items == 0:
             return []
-        return self.tables.neighbours.similar(recent_items, self._room(self.quotas.similar_items), consumed,
-                                              recency=self.recency)
+        # Older items weigh recency**age: past SIMILAR_HISTORY items (0.97**200 < 0.003) they no longer move
+        # the order, but would still cost their neighbours' rows (about 1,000 each) per request.
+        return self.tables.neighbours.similar(recent_items[-SIMILAR_HISTORY:], self._room(self.quotas.similar_items),
+                                              consumed, recency=self.recency)
 
     def content(self, recent_items: Sequence[str], categories: Sequence[str]) -> list[tuple[str, float]]:
         """Near the recent items (mean of their vectors), then items sharing their tags and categories."""
