@@ -186,7 +186,9 @@ def main() -> None:
         results["interactions"] = _path(base, "interactions", users, args)
         results["full"] = _path(base, "full", full, args)
     previous = json.loads(RESULTS.read_text()).get("worlds", {}) if RESULTS.exists() else {}
-    previous[args.world] = {"data_dir": str(folder), "users_cycled": len(users), "rate": args.rate,
+    workers = Settings.load().serving.workers  # RECSYS_SERVING__WORKERS reaches the served API too
+    key = args.world if workers == 1 else f"{args.world}-{workers}-workers"
+    previous[key] = {"workers": workers, "data_dir": str(folder), "users_cycled": len(users), "rate": args.rate,
                             "full_rate": args.full_rate or args.rate,
                             "seconds": args.seconds, "paths": results}
     record("serving_latency", {
