@@ -7,6 +7,8 @@ never skips.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,11 @@ import pytest
 from recsys.settings import Settings
 from recsys.stores import CatalogStore, InteractionStore, Lake, open_catalog, open_interactions
 from recsys.stores.interactions_cassandra import cluster as cassandra_cluster
+
+# The suite never reads or writes the user's BentoML model store (~/bentoml): one of its own per run,
+# set before any test module imports bentoml.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="recsys-tests-bentoml-")
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 TEST_DATABASE = "recsys_test"
 TEST_KEYSPACE = "recsys_test"
