@@ -58,3 +58,23 @@ def test_round_trip_and_broken_folders(tmp_path: Path) -> None:
     (tmp_path / "nb" / "meta.json").unlink()
     with pytest.raises(NeighboursArtifactError, match="lacks meta.json"):
         ItemNeighbours.load(tmp_path / "nb")
+
+
+def test_both_summing_paths_equal_the_weighted_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from recsys.pipeline import neighbours
+
+    model = ItemNeighbours.build(checkerboard(), neighbours=5)
+    recent = ["a0", "a3", "b1", "a2"]
+    rows = [model.item_ids.index(i) for i in recent]
+    pull = np.zeros(len(model.item_ids))
+    for age, row in enumerate(reversed(rows)):
+        pull[row] += 0.9 ** age
+    exact = pull @ model.weights.toarray()
+    expected = {model.item_ids[c]: v for c, v in enumerate(exact) if v > 0 and model.item_ids[c] != "a0"}
+    for limit in (10_000, 0):  # dense vector, then unique columns (catalogs past the limit)
+        monkeypatch.setattr(neighbours, "DENSE_SUM_ITEMS", limit)
+        found = dict(model.similar(recent, k=100, exclude={"a0"}, recency=0.9))
+        assert found.keys() == expected.keys()
+        assert all(abs(found[i] - expected[i]) < 1e-9 for i in found)
