@@ -161,10 +161,12 @@ def served(command: Sequence[str], ready_url: str, log: Path, env: dict[str, str
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})}, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
         while not _answers(ready_url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(command)} did not answer {ready_url}; see {log}")
+            code = process.poll()
+            if code is not None or time.monotonic() > started + timeout_s:
+                why = f"exited with {code}" if code is not None else f"no answer in {timeout_s:.0f} s"
+                raise RuntimeError(f"{' '.join(command)} did not answer {ready_url} ({why}); see {log}")
             time.sleep(0.5)
         yield process
     finally:

@@ -33,6 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("profile") == "services":
             item.add_marker(pytest.mark.services)
+    # `slow` tests (a Bento built and served) last: not in the CPU burst of servers that just started.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
 @pytest.fixture(params=["local", "services"])
