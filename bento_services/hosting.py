@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from bentoml._internal.server.http import traffic
-from prometheus_client import Histogram
+from prometheus_client.core import HistogramMetricFamily
 
 from recsys.serving.metrics import REGISTRY
 
@@ -117,20 +117,53 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-_GC_PAUSES = Histogram("recsys_gc_pause_seconds", "Pauses of the cyclic garbage collector by generation",
-                       ["generation"], buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
-                       registry=REGISTRY)
-_gc_started = [0.0]
+_GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5)
 
 
-def _observe_gc(phase: str, info: dict[str, int]) -> None:
-    if phase == "start":
-        _gc_started[0] = time.perf_counter()
-    else:
-        _GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started[0])
+class GcPauses:
+    """Pauses of the cyclic collector per generation, exposed as the histogram `recsys_gc_pause_seconds`.
+
+    The gc callback must take no lock and create no metric: it runs inside whatever code allocated
+    when the collection started, and prometheus_client holds a module-wide lock while it creates
+    multiprocess values (BentoML workers run in multiprocess mode). A callback calling `.labels()`
+    there re-entered that lock and hung the worker for good. So the callback only adds to plain
+    lists, and `collect` (at scrape time) turns them into the histogram.
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.counts = [[0] * (len(_GC_BUCKETS) + 1) for _ in range(3)]  # per bucket, +Inf last
+        self.sums = [0.0, 0.0, 0.0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            return
+        pause, generation = time.perf_counter() - self.started, info["generation"]
+        slot = 0
+        while slot < len(_GC_BUCKETS) and pause > _GC_BUCKETS[slot]:
+            slot += 1
+        self.counts[generation][slot] += 1
+        self.sums[generation] += pause
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily("recsys_gc_pause_seconds", "Pauses of the cyclic garbage collector by "
+                                       "generation", labels=["generation"])
+        for generation in range(3):
+            counts, running = self.counts[generation], 0
+            buckets = []
+            for edge, count in zip((*map(str, _GC_BUCKETS), "+Inf"), counts):
+                running += count
+                buckets.append((edge, running))
+            family.add_metric([str(generation)], buckets, self.sums[generation])
+        return [family]
+
+
+_GC_PAUSES = GcPauses()
+REGISTRY.register(_GC_PAUSES)  # type: ignore[arg-type]  # a custom collector: `collect` is all it needs
 
 
 def export_gc_pauses() -> None:
     """Time every collection into `/metrics` (a stall there is what the timer fix removed; keep watching)."""
-    if _observe_gc not in gc.callbacks:
-        gc.callbacks.append(_observe_gc)
+    if _GC_PAUSES not in gc.callbacks:
+        gc.callbacks.append(_GC_PAUSES)

@@ -98,3 +98,30 @@ def test_ranker_model_name_is_the_one_training_saves() -> None:
 def test_saving_a_folder_without_an_index_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CandidateArtifactError, match="recsys build-candidates"):
         save_candidates(tmp_path / "not-an-artifact", home=tmp_path / "bentoml")
+
+
+def test_gc_pause_callback_takes_no_metric_lock_and_scrapes_as_a_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callback runs inside whatever allocated; in BentoML's multiprocess mode a `.labels()` there
+    re-entered prometheus_client's global lock and hung the worker. It must only count."""
+    from prometheus_client import generate_latest
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from bento_services.hosting import GcPauses
+    from recsys.serving.metrics import REGISTRY
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the gc callback touched prometheus_client")
+
+    pauses = GcPauses()
+    monkeypatch.setattr(MetricWrapperBase, "labels", forbidden)
+    pauses("start", {"generation": 2})
+    pauses("stop", {"generation": 2})
+    pauses("start", {"generation": 0})
+    pauses("stop", {"generation": 0})
+    monkeypatch.undo()
+    (family,) = pauses.collect()
+    samples = {(s.name, s.labels.get("generation"), s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("recsys_gc_pause_seconds_count", "2", None)] == 1
+    assert samples[("recsys_gc_pause_seconds_bucket", "2", "+Inf")] == 1
+    assert samples[("recsys_gc_pause_seconds_count", "1", None)] == 0
+    assert b"recsys_gc_pause_seconds_count" in generate_latest(REGISTRY)
