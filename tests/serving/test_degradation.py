@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 
 from recsys.serving.batch import precompute
@@ -174,18 +171,6 @@ def test_a_stage_whose_threads_are_all_stuck_fails_at_once() -> None:
 
 
 # -- services: a real server stops mid-flight -------------------------------------------------------------
-@pytest.fixture
-def private_db(servers: None) -> Iterator[str]:
-    """A database of our own on the shared PostgreSQL, so concurrent tests' TRUNCATEs do not touch it."""
-    name = f"serving_{uuid.uuid4().hex[:8]}"
-    conninfo = Settings.load().postgres.conninfo()
-    with psycopg.connect(conninfo, autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(conninfo, autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def services_settings(tmp_path: Path, **updates: object) -> Settings:
     base = make_settings("services", tmp_path)
     serving = base.serving.model_copy(update={"experiments": EVERYONE_DIVERSE})
@@ -193,14 +178,14 @@ def services_settings(tmp_path: Path, **updates: object) -> Settings:
 
 
 @pytest.mark.services
-def test_redis_stopped_in_services(tmp_path: Path, private_db: str) -> None:
+def test_redis_stopped_in_services(tmp_path: Path, private_database: str) -> None:
     redis_server = PrivateServer("redis", "RECSYS_REDIS__PORT")
     try:
         redis_server.start()
         base = Settings.load()
         settings = services_settings(
             tmp_path, redis=base.redis.model_copy(update={"port": redis_server.port}),
-            postgres=base.postgres.model_copy(update={"database": private_db}))
+            postgres=base.postgres.model_copy(update={"database": private_database}))
         control = settings.model_copy(update={"serving": settings.serving.model_copy(update={"experiments": []})})
         world = build_world(control, tmp_path)
         featured = with_features(world, tmp_path)
