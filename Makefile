@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[batch,dev]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
@@ -49,9 +49,12 @@ test: install services-up
 test-local: install
 	$(BIN)/pytest -ra -m "not services"
 
+# Style and types, the layers (import-linter: imports run downwards only) and declared vs imported (deptry).
 lint: install
-	$(BIN)/ruff check recsys ingestion training embeddings bento_services tests bench
-	$(BIN)/mypy recsys ingestion training embeddings bento_services
+	$(BIN)/ruff check recsys ingestion training embeddings bento_services cli tests bench
+	$(BIN)/mypy recsys ingestion training embeddings bento_services cli
+	$(BIN)/lint-imports
+	$(BIN)/deptry .
 
 bench: install services-up
 	$(BIN)/python -m bench.import_throughput

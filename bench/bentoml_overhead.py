@@ -6,7 +6,7 @@ Variants, all serving `bench.trivial_app.app` on 127.0.0.1:
   quiet        as default, access logging and BentoML's metrics off (the issue's second measurement)
   fix_only     quiet + the timeout-middleware fix of `bento_services.hosting`
   hosted       the way `make serve` hosts the API: `bento_services.hosting` configuration, fix, frozen heap
-and, with `--api`, the real API's trivial route (GET /healthz of `recsys.serving.http`, over the data directory's
+and, with `--api`, the real API's trivial route (GET /healthz of `bento_services.api.http`, over the data directory's
 pipeline) hosted both ways:
   api_plain    `recsys serve` (uvicorn running the FastAPI app directly)
   api_hosted   `python -m bento_services serve` (what `make serve` runs)

@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 
 from bench.common import RESULTS, record
-from embeddings.index import ItemIndex
+from recsys.models.item_index import ItemIndex
 
 DIM = 128
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -15,9 +15,9 @@ import time
 import psutil
 
 from bench.common import CACHE, record, synthetic
+from ingestion.features.engineering import FeatureJobConfig, run_feature_job
 from ingestion.generic import GenericSource, load_into_lake
 from ingestion.synthetic import SyntheticConfig
-from recsys.features.engineering import FeatureJobConfig, run_feature_job
 from recsys.stores import Lake
 
 

@@ -16,8 +16,8 @@ from bench.common import CACHE, record, synthetic
 from ingestion.generic import GenericSource
 from ingestion.importer import Importer
 from ingestion.synthetic import SyntheticConfig
+from recsys.backends import open_catalog, open_interactions, open_lake
 from recsys.settings import Settings
-from recsys.stores import open_catalog, open_interactions, open_lake
 from recsys.stores.interactions_cassandra import cluster
 
 CONFIG = SyntheticConfig(users=50_000, items=20_000, interactions=int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from bench.common import record
 from bench.feature_repo_bench import NOW, build_repo, clear_redis
-from recsys.features.materialize import materialize
+from ingestion.features.materialize import materialize
 from recsys.features.store import apply_repo, inside_repo, open_feature_store
 from recsys.settings import Settings
 

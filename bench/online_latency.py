@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.common import record
 from bench.feature_repo_bench import FEATURES, NOW, build_repo, clear_redis
-from recsys.features.materialize import materialize
+from ingestion.features.materialize import materialize
 from recsys.features.online import FastOnlineFeatures
 from recsys.features.store import apply_repo, open_feature_store
 from recsys.settings import Settings

@@ -16,17 +16,17 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from recsys.serving.batch import active_users, precompute
-from recsys.serving.contracts import Ranker, RecommendationRequest
-from recsys.serving.pipeline import RecommendationPipeline, build_pipeline
-from recsys.serving.rankers import load_rankers
+from bento_services.pipeline.batch import active_users, precompute
+from bento_services.pipeline.contracts import Ranker, RecommendationRequest
+from bento_services.pipeline.pipeline import RecommendationPipeline, build_pipeline
+from bento_services.pipeline.rankers import load_rankers
 from recsys.settings import Settings
 
 
 def stand_in_ranker(settings: Settings) -> Ranker:
     from recsys.features.service import service_layout
     from recsys.features.store import open_feature_store
-    from training.ranker import FeatureEncoder, WideDeep, WideDeepConfig, WideDeepRanker, columns_of
+    from recsys.models.ranker import FeatureEncoder, WideDeep, WideDeepConfig, WideDeepRanker, columns_of
 
     encoder = FeatureEncoder(columns_of(service_layout(open_feature_store(settings), "ranker_v1").specs))
     encoder.mean, encoder.std = [0.0] * encoder.dense_size, [1.0] * encoder.dense_size

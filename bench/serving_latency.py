@@ -34,8 +34,8 @@ from typing import Any
 
 from bench.common import CACHE, record
 from bench.loadgen import closed_loop, open_loop, served
+from recsys.backends import open_lake
 from recsys.settings import ROOT_DIR, Settings
-from recsys.stores import open_lake
 
 PORT = 38120
 KEY = {"X-API-Key": "dev-key"}

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 
 from bench.common import CACHE, synthetic
-from embeddings.index import ItemIndex
 from ingestion.generic import GenericSource
 from ingestion.importer import Importer
 from ingestion.synthetic import SyntheticConfig
+from recsys.backends import open_catalog, open_interactions, open_lake, open_user_vectors
+from recsys.models.item_index import ItemIndex
 from recsys.settings import Settings
-from recsys.stores import open_catalog, open_interactions, open_lake, open_user_vectors
 
 CONFIG = SyntheticConfig(users=20_000, items=1_000_000, interactions=1_000_000, days=30, categories=50)
 DIM = 128
@@ -86,7 +86,7 @@ def _build(folder: Path) -> None:
 
 def recent_users(folder: Path, count: int) -> list[str]:
     """The first `count` users active in the data's last day (`precompute_some` took the first 300)."""
-    from recsys.serving.batch import active_users
+    from bento_services.pipeline.batch import active_users
 
     settings = Settings.load().model_copy(update={"data_dir": folder, "profile": "local"})
     return active_users(settings, 1)[:count]
@@ -94,8 +94,8 @@ def recent_users(folder: Path, count: int) -> list[str]:
 
 def precompute_some(folder: Path, users: int = PRECOMPUTED_USERS) -> None:
     """Precomputed lists for the most recently active `users` (the whole last day would take half an hour)."""
-    from recsys.serving.batch import precompute
-    from recsys.serving.rankers import build_serving_pipeline
+    from bento_services.pipeline.batch import precompute
+    from bento_services.pipeline.rankers import build_serving_pipeline
 
     settings = Settings.load().model_copy(update={"data_dir": folder, "profile": "local"})
     pipeline = build_serving_pipeline(settings)

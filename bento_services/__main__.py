@@ -1,8 +1,9 @@
-"""`python -m bento_services serve|build`: what `make serve` and `make bento` run.
+"""`python -m bento_services serve|build|requirements`: what `make serve` and `make bento` run.
 
-Both first save the data directory's current candidate artifact to the model store (once per version), so
+`serve` and `build` first save the data directory's current candidate artifact to the model store (once per version), so
 the service and the Bento reference the artifact the data directory names. `serve` hosts the service the
 way production does (`bentoml serve`, our configuration) on `serving.host:serving.port` of the settings.
+`requirements` rewrites `requirements/serving.txt`, the pinned serving set the Bento installs.
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ import sys
 from pathlib import Path
 
 from bento_services.models import save_current
+from bento_services.requirements import write
 from recsys.settings import ROOT_DIR, Settings
 
 SERVICE = "bento_services.service:Recsys"
+SERVING_REQUIREMENTS = "requirements/serving.txt"
 
 
 def main(argv: list[str]) -> None:
-    if argv not in (["serve"], ["build"]):
-        raise SystemExit("usage: python -m bento_services serve|build")
+    if argv not in (["serve"], ["build"], ["requirements"]):
+        raise SystemExit("usage: python -m bento_services serve|build|requirements")
+    if argv == ["requirements"]:
+        pins = write(ROOT_DIR / SERVING_REQUIREMENTS)
+        size = sum(pin.installed_bytes for pin in pins) / 2**20
+        print(f"{SERVING_REQUIREMENTS}: {len(pins)} packages, {size:,.0f} MiB installed here")
+        return
     settings = Settings.load()
     tag = save_current(settings)
     print(f"candidate artifact: {tag or 'none (the service answers with popular items)'}", flush=True)

@@ -24,10 +24,10 @@ import gc
 import time
 from typing import Any
 
-from bentoml._internal.server.http import traffic
 from prometheus_client.core import HistogramMetricFamily
 
-from recsys.serving.metrics import REGISTRY
+from bento_services.metrics import REGISTRY
+from recsys.private.bentoml import traffic
 
 TIMEOUT_S = 10.0  # whole-request ceiling; the pipeline's own stage timeouts are far shorter
 UNTRACED_ROUTES = "/recommendations,/interactions,/feedback,/healthz,/readyz,/livez,/metrics,/items"

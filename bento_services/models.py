@@ -20,27 +20,18 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import NotFound
 
+from bento_services.pipeline.retrieve import current_folder
 from recsys.errors import RecsysError
+from recsys.private.bentoml import model_store
 from recsys.settings import Settings
 
 CANDIDATES_MODEL = "recsys-candidates"
-RANKER_MODEL = "ranker"  # training.ranker_train.MODEL_NAME, without importing torch (a test keeps them equal)
+RANKER_MODEL = "ranker"  # recsys.models.ranker.MODEL_NAME, without importing torch (a test keeps them equal)
 log = logging.getLogger(__name__)
 
 
 class CandidateArtifactError(RecsysError):
     """The folder given as a candidate artifact is not one."""
-
-
-def _store(home: Path | None) -> Any:
-    if home is None:
-        from bentoml._internal.configuration.containers import BentoMLContainer
-
-        return BentoMLContainer.model_store.get()
-    from bentoml._internal.models import ModelStore
-
-    (home / "models").mkdir(parents=True, exist_ok=True)
-    return ModelStore(str(home / "models"))
 
 
 def save_candidates(folder: Path, home: Path | None = None) -> str:
@@ -54,7 +45,7 @@ def save_candidates(folder: Path, home: Path | None = None) -> str:
     labels = {"stage": "candidates", "kind": "two_tower_faiss"}
     metadata = {"version": version, **{k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)}}
     with bentoml.models.create(f"{CANDIDATES_MODEL}:{version}", labels=labels, metadata=metadata,
-                               module=__name__, _model_store=_store(home)) as model:
+                               module=__name__, _model_store=model_store(home)) as model:
         shutil.copytree(folder, model.path, dirs_exist_ok=True)
     return f"{CANDIDATES_MODEL}:{version}"
 
@@ -84,15 +75,13 @@ def path_of(model: Any) -> Path | None:
 
 def save_current(settings: Settings, home: Path | None = None) -> str | None:
     """Save the data directory's `models/CURRENT` artifact unless the store has that version; its tag or None."""
-    from recsys.serving.retrieve import current_folder
-
     folder = current_folder(settings)
     if folder is None:
         log.warning("no models/CURRENT in %s: nothing to save", settings.data_path)
         return None
     tag = f"{CANDIDATES_MODEL}:{folder.name}"
     try:
-        bentoml.models.get(tag, _model_store=_store(home))
+        bentoml.models.get(tag, _model_store=model_store(home))
         return tag
     except NotFound:
         return save_candidates(folder, home)

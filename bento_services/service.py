@@ -1,6 +1,6 @@
 """The recommendation API as a BentoML service: loads the models, builds the pipeline, mounts the FastAPI app.
 
-Thin by design: the routes are `recsys.serving.http`, the stages `recsys.serving.pipeline`. The models are
+Thin by design: the routes are `bento_services.api.http`, the stages `bento_services.pipeline.pipeline`. The models are
 referenced at class level so that `bentoml build` puts them in the Bento; hosting choices (configuration,
 the timeout-middleware fix, the frozen start-up heap) are `bento_services.hosting`, measured in
 `bench/bentoml_overhead.py`. Settings come from the environment (`RECSYS_*`), read once here.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import bentoml
 
 from bento_services import hosting
+from bento_services.api.http import ENDPOINTS
 from bento_services.models import CANDIDATES_MODEL, RANKER_MODEL, path_of, reference
-from recsys.serving.http import ENDPOINTS
-from recsys.serving.retrieve import current_folder
+from bento_services.pipeline.retrieve import current_folder
 from recsys.settings import Settings
 
 hosting.fix_timeout_middleware()
@@ -31,16 +31,17 @@ class Recsys:
     candidates = reference(CANDIDATES_MODEL, prefer=_CURRENT.name if _CURRENT else None)
 
     def __init__(self) -> None:
-        from recsys.serving.bus import open_bus
-        from recsys.serving.directory import CatalogUsers
-        from recsys.serving.http import create_app
-        from recsys.serving.pipeline import build_pipeline
-        from recsys.serving.rankers import load_rankers
+        from bento_services.api.directory import CatalogUsers
+        from bento_services.api.http import create_app
+        from bento_services.metrics import count_published
+        from bento_services.pipeline.pipeline import build_pipeline
+        from bento_services.pipeline.rankers import load_rankers
+        from recsys.backends import open_bus
 
         default, variants = load_rankers(SETTINGS) if self.ranker is not None else (None, {})
         self.pipeline = build_pipeline(SETTINGS, candidates_dir=path_of(self.candidates), ranker=default,
                                        variant_rankers=variants)
-        self.bus = open_bus(SETTINGS)
+        self.bus = open_bus(SETTINGS, count_published)
         self.users = CatalogUsers(SETTINGS)
         API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users))
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# PostgreSQL from Debian's packages, one cluster under var/postgres, on 127.0.0.1 only.
+# PostgreSQL from Debian's packages, one cluster under var/postgres, on 127.0.0.1 only: TCP alone, no Unix-domain
+# socket (its path, under the checkout, could pass the 107-byte limit wherever a user clones the project).
 SERVICE=postgres
 source "$(dirname "$0")/lib.sh"
 PORT=${RECSYS_POSTGRES__PORT:-55432}
@@ -45,7 +46,7 @@ start() {
   fi
   : >"$DIR/postgres.log"; [ "$(id -u)" -eq 0 ] && chown "$RUN_AS" "$DIR/postgres.log"
   as_owner "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start \
+    -o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start \
     >/dev/null 2>&1 || die "pg_ctl start failed" "$DIR/postgres.log"
   wait_until 60 "$DIR/postgres.log" "" answers
   ensure_database

@@ -11,9 +11,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys.errors import ConfigError
@@ -22,8 +23,39 @@ ENV_PREFIX = "RECSYS_"
 ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
+def _validated_copy(model: BaseModel, update: Mapping[str, Any] | None, deep: bool) -> Any:
+    """`model_copy` that validates: pydantic's own copies `update` in unchecked (a typo'd key or a wrong
+    type would pass silently), so every change goes through the model's validation again."""
+    if not update:
+        return BaseModel.model_copy(model, deep=deep)
+    unknown = sorted(set(update) - set(type(model).model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {type(model).__name__}; allowed: "
+                          f"{', '.join(type(model).model_fields)}")
+    if isinstance(model, BaseSettings):  # validating it anew would read the environment again
+        fields, checked = type(model).model_fields, {}
+        for key, value in update.items():
+            try:
+                checked[key] = _field_adapter(fields[key]).validate_python(value)
+            except ValidationError as exc:
+                raise ConfigError(f"invalid settings: {_describe(exc, prefix=(key,))}") from exc
+        return BaseModel.model_copy(model, update=checked, deep=deep)
+    try:
+        return type(model).model_validate({**dict(model), **update})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_describe(exc)}") from exc
+
+
+def _field_adapter(field: FieldInfo) -> TypeAdapter[Any]:
+    annotation: Any = field.annotation
+    return TypeAdapter(Annotated[annotation, *field.metadata] if field.metadata else annotation)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        return _validated_copy(self, update, deep)
 
 
 class PostgresSettings(_Section):
@@ -148,6 +180,9 @@ class Settings(BaseSettings):
         # The environment overrides the file (passed as init kwargs); no .env or secrets dirs.
         return (env_settings, init_settings)
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        return _validated_copy(self, update, deep)
+
     @property
     def data_path(self) -> Path:
         return self.data_dir or self.var_dir / "data"
@@ -182,9 +217,9 @@ class Settings(BaseSettings):
         _reject_unknown_env(os.environ)
         try:
             settings = cls(**values)
-            return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             raise ConfigError(f"invalid settings: {_describe(exc)}") from exc
+        return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
 def _reject_unknown_env(environ: Mapping[str, str]) -> None:
@@ -197,7 +232,8 @@ def _reject_unknown_env(environ: Mapping[str, str]) -> None:
         for depth, part in enumerate(path):
             field = model.model_fields.get(part)
             if field is None:
-                raise ConfigError(f"unknown setting {name}: no key '{part}' in {model.__name__}")
+                raise ConfigError(f"unknown setting {name}: no key '{part}' in {model.__name__}; allowed: "
+                                  f"{', '.join(model.model_fields)}")
             annotation = field.annotation
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 model = annotation
@@ -205,7 +241,25 @@ def _reject_unknown_env(environ: Mapping[str, str]) -> None:
                 raise ConfigError(f"unknown setting {name}: '{part}' has no sub-keys")
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
+def _describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """One clause per error; an unknown key names the keys its section allows."""
+    clauses = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in (*prefix, *err["loc"]))
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            section = _section_at((*prefix, *err["loc"][:-1]))
+            allowed = ", ".join(section.model_fields) if section is not None else "?"
+            message = f"unknown key; allowed: {allowed}"
+        clauses.append(f"{where}: {message}")
+    return "; ".join(clauses)
+
+
+def _section_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model

@@ -15,8 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from recsys.backends import open_catalog, open_interactions
 from recsys.settings import Settings
-from recsys.stores import CatalogStore, InteractionStore, Lake, open_catalog, open_interactions
+from recsys.stores import CatalogStore, InteractionStore, Lake
 from recsys.stores.interactions_cassandra import cluster as cassandra_cluster
 
 # The suite never reads or writes the user's BentoML model store (~/bentoml): one of its own per run,
@@ -31,7 +32,8 @@ TEST_KEYSPACE = "recsys_test"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("profile") == "services":
+        uses_servers = "servers" in getattr(item, "fixturenames", ())
+        if uses_servers or (callspec is not None and callspec.params.get("profile") == "services"):
             item.add_marker(pytest.mark.services)
     # `slow` tests (a Bento built and served) last: not in the CPU burst of servers that just started.
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from embeddings.index import ItemIndex
 from embeddings.train import TrainConfig, Trained, item_vectors, train_frame, user_vectors
-from recsys.pipeline.candidates import CandidateGenerator, CandidateTables, Quotas, build_tables
-from recsys.pipeline.neighbours import ItemNeighbours
+from recsys.models.candidates import CandidateGenerator, CandidateTables, Quotas, build_tables
+from recsys.models.item_index import ItemIndex
+from recsys.models.neighbours import ItemNeighbours
 
 SOURCES = ("collaborative", "similar_items", "content", "popularity", "trending")
 

@@ -22,10 +22,10 @@ from sklearn.metrics import roc_auc_score
 
 from embeddings.train import TrainConfig
 from recsys.features.service import service_layout
+from recsys.models.ranker import WideDeepRanker, columns_of
 from recsys.stores.lake import Lake
 from training.candidate_eval import MergedCandidates
 from training.evaluation import ndcg_at_k, positives, temporal_split
-from training.ranker import WideDeepRanker, columns_of
 from training.ranker_data import CandidateSource, candidate_lists, request_times, with_features
 from training.ranker_train import RankerTrainConfig, TrainedRanker, plot_curves, save_ranker, train_ranker
 

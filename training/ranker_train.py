@@ -12,10 +12,9 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import bentoml
 import numpy as np
@@ -23,10 +22,20 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from training.ranker import Column, Encoded, Ensemble, FeatureEncoder, WideDeep, WideDeepConfig, WideDeepRanker, _rows
-
-MODEL_NAME = "ranker"
-CHECKPOINT = "ranker.pt"
+from recsys.models.ranker import (
+    CHECKPOINT,
+    MODEL_NAME,
+    Column,
+    Encoded,
+    Ensemble,
+    FeatureEncoder,
+    WideDeep,
+    WideDeepConfig,
+    WideDeepRanker,
+    _rows,
+    to_checkpoint,
+)
+from recsys.private.bentoml import model_store
 
 
 @dataclass(frozen=True)
@@ -183,48 +192,16 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 
 # -- the model store --------------------------------------------------------------------------------------
-def _store(home: Path | None) -> Any:
-    """The store under ``home`` (a BENTOML_HOME folder), or BentoML's configured one."""
-    if home is None:
-        from bentoml._internal.configuration.containers import BentoMLContainer
-
-        return BentoMLContainer.model_store.get()
-    from bentoml._internal.models import ModelStore
-
-    (home / "models").mkdir(parents=True, exist_ok=True)
-    return ModelStore(str(home / "models"))
-
-
 def save_ranker(trained: TrainedRanker, service: str, data_start: datetime, data_end: datetime,
                 metrics: dict[str, float], home: Path | None = None) -> str:
     """Write the ranker to the model store; returns its tag (``ranker:<version>``)."""
     ranker = trained.ranker
-    checkpoint = {"encoder": ranker.encoder.state(), "config": asdict(ranker.model.config),
-                  "members": len(ranker.model.members), "state": ranker.model.state_dict()}
     labels = {"feature_service": service, "stage": "ranking", "kind": "wide_and_deep"}
     metadata = {"version": ranker.version, "feature_service": service, "data_start": data_start.isoformat(),
                 "data_end": data_end.isoformat(), "best_epoch": trained.best_epoch,
                 "deep_inputs": ranker.model.config.deep_inputs, "wide_buckets": ranker.model.config.wide_buckets,
                 "metrics": json.loads(json.dumps(metrics)), "history": trained.history}
     with bentoml.models.create(f"{MODEL_NAME}:{ranker.version}", labels=labels, metadata=metadata,
-                               module=__name__, _model_store=_store(home)) as model:
-        torch.save(checkpoint, model.path_of(CHECKPOINT))
+                               module=__name__, _model_store=model_store(home)) as model:
+        torch.save(to_checkpoint(ranker), model.path_of(CHECKPOINT))
     return f"{MODEL_NAME}:{ranker.version}"
-
-
-def load_ranker(tag: str = f"{MODEL_NAME}:latest", home: Path | None = None) -> WideDeepRanker:
-    """The ranker stored under ``tag``, ready to `score` (implements `recsys.serving.contracts.Ranker`)."""
-    model = bentoml.models.get(tag, _model_store=_store(home))
-    return ranker_from_path(Path(model.path_of(CHECKPOINT)), str(model.tag.version), dict(model.info.metadata))
-
-
-def ranker_from_path(path: Path, version: str, metadata: dict[str, Any] | None = None) -> WideDeepRanker:
-    """Rebuild a ranker from its checkpoint file (a BentoML model's folder holds one)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    config = checkpoint["config"]
-    config = WideDeepConfig(**{**config, "categorical_sizes": tuple(config["categorical_sizes"]),
-                               "hidden": tuple(config["hidden"])})
-    net = Ensemble(config, checkpoint["members"])
-    net.load_state_dict(checkpoint["state"])
-    net.eval()
-    return WideDeepRanker(version, FeatureEncoder.from_state(checkpoint["encoder"]), net, metadata or {})

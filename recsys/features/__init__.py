@@ -1,2 +1,2 @@
-"""Offline feature engineering: point-in-time user and item snapshots and item co-occurrence, built with Spark
-from the lake and written as Parquet tables that the Feast file sources read (see ``engineering``)."""
+"""Feature-store access: opening Feast for a profile, the feature services (the contract between features,
+training and serving) and the fast online read path."""

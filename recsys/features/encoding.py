@@ -12,11 +12,11 @@ import struct
 import numpy as np
 import pyarrow as pa
 from feast import FeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from recsys.private.feast import python_values_to_proto_values, serialize_entity_key
 
 # ValueProto field tags: double_val is field 5 (fixed64), float_val field 6 (fixed32).
 _FIXED = {ValueType.DOUBLE: (b"\x29", "<f8"), ValueType.FLOAT: (b"\x35", "<f4")}

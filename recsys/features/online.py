@@ -21,9 +21,9 @@ from feast import FeatureStore, FeatureView
 from feast.infra.offline_stores.file_source import FileSource
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import feast_value_type_to_python_type
 
 from recsys.features.service import MISSING, PRESENT, STALE, ServiceLayout, check_entity_rows, service_layout
+from recsys.private.feast import feast_value_type_to_python_type
 
 READ_BATCH = 1_000
 #: Feature values in `OnlineResponse.to_dict()` layout, and a status per value.

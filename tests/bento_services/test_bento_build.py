@@ -19,6 +19,7 @@ import pytest
 
 from bench.loadgen import served
 from bento_services.models import CANDIDATES_MODEL, save_candidates
+from bento_services.requirements import closure
 from recsys.settings import ROOT_DIR
 from tests.conftest import make_settings
 from tests.serving.pipeline_data import VERSION, build_world
@@ -49,8 +50,12 @@ def test_built_bento_carries_models_and_serves(tmp_path: Path) -> None:
                                      capture_output=True, text=True, timeout=60).stdout)
     assert [m["tag"] for m in info["services"][0]["models"]] == [f"{CANDIDATES_MODEL}:{VERSION}"]
     src = home / "bentos" / tag.replace(":", "/") / "src"
-    for package in ("bento_services", "recsys", "embeddings", "training", "ingestion", "feature_repo"):
-        assert (src / package).is_dir(), package
+    shipped = sorted(p.name for p in src.iterdir() if p.is_dir())
+    assert shipped == ["bento_services", "feature_repo", "recsys"]  # no builder, no CLI
+    requirements = (home / "bentos" / tag.replace(":", "/") / "env" / "python" / "requirements.txt").read_text()
+    names = {line.split("==")[0] for line in requirements.splitlines() if line and not line.startswith("#")}
+    assert names == {pin.name for pin in closure()}
+    assert not names & {"pyspark", "pytest", "ruff", "mypy", "implicit", "scikit-learn", "matplotlib", "typer"}
 
     # The exported archive carries the models: serve it from a fresh home whose model store is empty.
     archive = tmp_path / "recsys.bento"

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from bentoml._internal.server.http import traffic
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -16,6 +15,7 @@ from starlette.routing import Route
 
 from bento_services import hosting
 from bento_services.models import RANKER_MODEL, CandidateArtifactError, save_candidates
+from recsys.private.bentoml import traffic
 
 ORIGINAL = traffic.TimeoutMiddleware
 
@@ -90,7 +90,7 @@ def test_own_routes_go_to_the_api_and_the_rest_to_bentoml() -> None:
 
 
 def test_ranker_model_name_is_the_one_training_saves() -> None:
-    from training.ranker_train import MODEL_NAME
+    from recsys.models.ranker import MODEL_NAME
 
     assert RANKER_MODEL == MODEL_NAME
 
@@ -107,7 +107,7 @@ def test_gc_pause_callback_takes_no_metric_lock_and_scrapes_as_a_histogram(monke
     from prometheus_client.metrics import MetricWrapperBase
 
     from bento_services.hosting import GcPauses
-    from recsys.serving.metrics import REGISTRY
+    from bento_services.metrics import REGISTRY
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the gc callback touched prometheus_client")

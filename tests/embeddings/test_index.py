@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embeddings.index import IndexArtifactError, IndexInputError, ItemIndex
 from recsys.errors import InvalidInputError
+from recsys.models.item_index import IndexArtifactError, IndexInputError, ItemIndex
 
 START, END = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
 

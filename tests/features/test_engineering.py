@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ingestion.features.engineering import FeatureJobConfig, run_feature_job
 from recsys.events import INTERACTION_COLUMNS
-from recsys.features.engineering import FeatureJobConfig, run_feature_job
 from recsys.stores.lake import Lake
 
 D0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -238,3 +238,14 @@ def test_weekly_cadence_cuts_at_multiples_of_seven_days_from_the_epoch(lake_root
     counts = [row(users, "user_id", "u1", at(day, 0))[["interactions_7d", "interactions_30d"]].tolist()
               for day in (6, 13, 34)]
     assert counts == [[9, 9], [0, 9], [0, 0]]
+
+
+def test_spark_python_workers_run_the_project_interpreter(tables: dict[str, pd.DataFrame]) -> None:
+    """Workers must not run the first `python3` on PATH (another version, or one without the venv's packages)."""
+    import sys
+
+    from ingestion.features.engineering import spark_session
+
+    spark = spark_session()  # the job's session, still alive after the `tables` fixture ran the job
+    workers = spark.sparkContext.parallelize([0, 1], 2).map(lambda _: __import__("sys").executable).collect()
+    assert set(workers) == {sys.executable}

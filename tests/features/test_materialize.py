@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from recsys.features.materialize import latest_rows, materialize
+from ingestion.features.materialize import latest_rows, materialize
 from recsys.features.store import apply_repo, open_feature_store
 from recsys.settings import Settings
 from tests.features.tables import T0, item_rows, user_rows, write_empty_extras, write_table
@@ -84,7 +84,7 @@ def test_redis_bytes_equal_feasts_own_write(applied: Settings) -> None:
     theirs = snapshot()
     for key in theirs:
         client.delete(key)
-    from recsys.features.materialize import write_rows
+    from ingestion.features.materialize import write_rows
 
     write_rows(store, view, rows)
     ours = snapshot()

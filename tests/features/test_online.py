@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from ingestion.features.materialize import materialize
 from recsys.errors import InvalidInputError
-from recsys.features.materialize import materialize
 from recsys.features.online import FastOnlineFeatures
 from recsys.features.service import MISSING, PRESENT, STALE, UnknownFeatureServiceError, fill_defaults
 from recsys.features.store import apply_repo, open_feature_store
@@ -33,7 +33,7 @@ def served(feature_settings: Settings) -> Settings:
     store = open_feature_store(feature_settings)
     materialize(store, end=T0 + timedelta(days=1))
     # The old item is older than the TTL: materialization skips it, so write it directly.
-    from recsys.features.materialize import latest_rows, write_rows
+    from ingestion.features.materialize import latest_rows, write_rows
 
     view = store.get_feature_view("item_features")
     write_rows(store, view, latest_rows(store, view, T0 - timedelta(days=500), T0 - timedelta(days=300)))

@@ -80,3 +80,21 @@ def test_start_is_idempotent_and_status_reports_up(var_dir: Path) -> None:
         assert status.returncode == 0 and f"up on 127.0.0.1:{port}" in status.stdout
     finally:
         assert script("redis", "stop", var_dir, RECSYS_REDIS__PORT=port).returncode == 0
+
+
+def test_postgres_starts_under_a_path_longer_than_a_unix_socket_allows(var_dir: Path) -> None:
+    """A checkout can sit anywhere: the server listens on TCP alone, so a long data path does not matter."""
+    deep = var_dir / ("a-long-checkout-path-" * 6)
+    deep.mkdir()
+    deep.chmod(0o755)
+    assert len(str(deep / "postgres" / ".s.PGSQL.55432")) > 107
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    try:
+        started = script("postgres", "start", deep, RECSYS_POSTGRES__PORT=port)
+        assert started.returncode == 0, started.stderr[-2000:]
+        status = script("postgres", "status", deep, RECSYS_POSTGRES__PORT=port)
+        assert status.returncode == 0 and f"up on 127.0.0.1:{port}" in status.stdout
+    finally:
+        script("postgres", "stop", deep, RECSYS_POSTGRES__PORT=port)

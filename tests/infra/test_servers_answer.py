@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from recsys.settings import Settings
+
+pytestmark = [pytest.mark.services, pytest.mark.usefixtures("servers")]
 
 
 def test_redis_stores_and_expires_keys() -> None:

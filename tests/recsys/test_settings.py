@@ -56,3 +56,35 @@ def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings.load()
     assert "hunter2" not in repr(settings)
     assert "password=hunter2" in settings.postgres.conninfo()
+
+
+def test_an_unknown_profile_from_a_flag_is_an_error_naming_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match=r"profile: Input should be 'local' or 'services'"):
+        Settings.load(profile="servics")
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_PROFILE", "services")
+    assert Settings.load(profile="local").profile == "local"
+
+
+@pytest.mark.parametrize(("update", "says"), [
+    ({"rank_depth": 0}, r"rank_depth: Input should be greater than or equal to 1"),
+    ({"rank_dept": 3}, r"unknown setting\(s\) rank_dept in ServingSettings; allowed: host, port"),
+    ({"workers": "two"}, r"workers: Input should be a valid integer"),
+])
+def test_section_copies_are_validated(update: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.load().serving.model_copy(update=update)
+
+
+def test_settings_copies_are_validated_and_do_not_reread_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.load()
+    with pytest.raises(ConfigError, match=r"serving.rank_depth: Input should be greater than or equal to 1"):
+        settings.model_copy(update={"serving": {"rank_depth": 0}})
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) nope in Settings"):
+        settings.model_copy(update={"nope": 1})
+    monkeypatch.setenv("RECSYS_POSTGRES__PORT", "1")
+    copied = settings.model_copy(update={"data_dir": "/tmp/elsewhere", "serving": {"rank_depth": 3}})
+    assert copied.data_dir == Path("/tmp/elsewhere") and copied.serving.rank_depth == 3
+    assert copied.postgres.port == settings.postgres.port  # a copy, not a new load

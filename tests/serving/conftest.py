@@ -18,13 +18,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from recsys.errors import UnknownUserError
-from recsys.serving.contracts import (
+from bento_services.pipeline.contracts import (
     Degradation,
     RecommendationRequest,
     RecommendationResponse,
     RecommendedItem,
 )
+from recsys.errors import UnknownUserError
 from recsys.settings import Settings
 
 API_KEY = "test-key"
@@ -142,7 +142,7 @@ class FakeApi:
 
 @pytest.fixture(scope="module")
 def _fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeApi]:
-    from recsys.serving.http import create_app
+    from bento_services.api.http import create_app
 
     data = tmp_path_factory.mktemp("fake_api")
     settings = api_settings(Settings.load().model_copy(update={"data_dir": data}),
@@ -199,7 +199,7 @@ def closed_port() -> int:
 @pytest.fixture(scope="session")
 def kafka_up() -> None:
     """The project's Kafka broker answers; fail loudly otherwise."""
-    from recsys.serving.bus import KafkaBus
+    from recsys.bus.kafka import KafkaBus
 
     kafka = Settings.load().kafka
     if not KafkaBus(kafka).ready():

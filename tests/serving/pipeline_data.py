@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embeddings.index import ItemIndex
 from ingestion.generic import GenericSource
 from ingestion.importer import Importer
 from ingestion.synthetic import SyntheticConfig, generate
+from recsys.backends import open_catalog, open_interactions, open_lake, open_user_vectors
+from recsys.models.item_index import ItemIndex
 from recsys.settings import Settings
-from recsys.stores import open_catalog, open_interactions, open_lake, open_user_vectors
 
 VERSION = "v-test"
 DIM = 8

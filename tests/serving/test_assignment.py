@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zlib
 
-from recsys.serving.assignment import CONTROL, assign, bucket_of
+from bento_services.pipeline.assignment import CONTROL, assign, bucket_of
 from recsys.settings import ExperimentVariant
 
 EXPERIMENTS = [
@@ -18,7 +18,7 @@ EXPERIMENTS = [
 def test_bucket_is_crc32_mod_100_and_the_same_in_another_process() -> None:
     users = [f"u{k}" for k in range(50)]
     assert [bucket_of(u) for u in users] == [zlib.crc32(u.encode()) % 100 for u in users]
-    code = "from recsys.serving.assignment import bucket_of; print([bucket_of(f'u{k}') for k in range(50)])"
+    code = "from bento_services.pipeline.assignment import bucket_of; print([bucket_of(f'u{k}') for k in range(50)])"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PATH": ""})
     assert other.stdout.strip() == str([bucket_of(u) for u in users])

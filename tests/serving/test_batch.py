@@ -9,10 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recsys.cli import app
-from recsys.errors import InvalidInputError
-from recsys.serving import rankers
-from recsys.serving.batch import (
+from bento_services.pipeline import rankers
+from bento_services.pipeline.batch import (
     COLUMNS,
     batch_settings,
     precompute,
@@ -20,10 +18,12 @@ from recsys.serving.batch import (
     recommend_batch,
     write_recommendations,
 )
-from recsys.serving.contracts import RecommendationRequest
-from recsys.serving.pipeline import build_pipeline
-from recsys.serving.precomputed import KIND
-from recsys.stores import open_catalog
+from bento_services.pipeline.contracts import RecommendationRequest
+from bento_services.pipeline.pipeline import build_pipeline
+from cli.app import app
+from recsys.backends import open_catalog
+from recsys.errors import InvalidInputError
+from recsys.stores.precomputed import KIND
 from tests.conftest import make_settings
 from tests.serving.pipeline_data import World, build_world
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from bento_services.metrics import EVENTS_PUBLISHED, count_published
+from recsys.backends import open_bus, open_interactions
+from recsys.bus.in_process import InProcessBus
+from recsys.bus.kafka import KafkaBus
 from recsys.errors import EventBusUnavailableError
-from recsys.serving.bus import InProcessBus, KafkaBus, open_bus
-from recsys.serving.metrics import EVENTS_PUBLISHED
 from recsys.settings import KafkaSettings, Settings
-from recsys.stores import open_interactions
 from tests.serving.conftest import closed_port, read_topic, with_topic
 
 
@@ -39,7 +40,7 @@ def test_in_process_bus_runs_handlers_before_answering() -> None:
 
 
 def test_in_process_consumer_failure_is_retried_then_refused() -> None:
-    bus = InProcessBus(retries=3, timeout_ms=500)
+    bus = InProcessBus(retries=3, timeout_ms=500, outcome=count_published)
     calls: list[int] = []
 
     def broken(payload: dict[str, Any]) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.serving.batch import precompute
-from recsys.serving.contracts import Degradation, RecommendationRequest, RecommendationResponse
-from recsys.serving.metrics import STAGE_FAILURES
-from recsys.serving.pipeline import RecommendationPipeline, build_pipeline
-from recsys.serving.stages import StageFailed, StageRunner
+from bento_services.metrics import STAGE_FAILURES
+from bento_services.pipeline.batch import precompute
+from bento_services.pipeline.contracts import Degradation, RecommendationRequest, RecommendationResponse
+from bento_services.pipeline.pipeline import RecommendationPipeline, build_pipeline
+from bento_services.pipeline.stages import StageFailed, StageRunner
 from recsys.settings import ExperimentVariant, Settings
 from tests.conftest import make_settings
 from tests.serving.pipeline_data import FakeRanker, PrivateServer, World, build_world, with_features
@@ -248,7 +248,7 @@ def test_the_ranker_scores_only_rank_depth_candidates_and_the_rest_follow(featur
 
 
 def test_below_ranked_puts_the_tail_under_every_ranked_score_in_fusion_order() -> None:
-    from recsys.serving.score import below_ranked
+    from bento_services.pipeline.score import below_ranked
 
     scores = below_ranked(np.array([0.2, 0.9, -0.5]), np.array([0.30, 0.25, 0.01]))
     assert list(np.argsort(-scores)[:3]) == [1, 0, 2]

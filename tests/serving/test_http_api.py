@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from recsys.serving.schemas import RecommendationsOut
+from bento_services.api.schemas import RecommendationsOut
 from recsys.settings import Settings
 from tests.serving.conftest import FakeApi, FakeService, RecordingBus, api_settings, client, served
 
@@ -236,7 +236,7 @@ def test_open_endpoints_need_no_key(fake_api: FakeApi, path: str) -> None:
 
 
 def test_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
-    from recsys.serving.http import create_app
+    from bento_services.api.http import create_app
 
     settings = api_settings(Settings.load().model_copy(update={"data_dir": tmp_path}),
                             rate_limit_per_second=0.5, rate_limit_burst=3)

@@ -17,7 +17,7 @@ from tests.serving.conftest import closed_port
 def test_recsys_serve_answers_and_stops(tmp_path: Path) -> None:
     port = closed_port()
     env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path / "data"), "RECSYS_SERVING__PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "-m", "recsys", "serve"], env=env, stdout=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recsys.serving.http import app_from_settings
+from bento_services.api.http import app_from_settings
 from tests.conftest import make_settings
 from tests.serving.conftest import api_settings, client, read_topic, served, with_topic
 from tests.serving.pipeline_data import World, build_world
@@ -95,7 +95,7 @@ def test_interactions_are_accepted_for_the_real_pipeline(live: Live) -> None:
         [(key, event)] = read_topic(settings, expected=1)
         assert (key, event["event_id"]) == (user.encode(), sent.json()["event_id"])
     else:
-        from recsys.stores import open_interactions
+        from recsys.backends import open_interactions
 
         with open_interactions(settings) as store:
             assert sent.json()["event_id"] in set(store.user_events(user)["event_id"])

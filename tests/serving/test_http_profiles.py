@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from recsys.serving.bus import open_bus
-from recsys.serving.http import create_app
+from bento_services.api.http import create_app
+from recsys.backends import open_bus, open_interactions
 from recsys.settings import Settings
-from recsys.stores import open_interactions
 from tests.serving.conftest import FakeService, api_settings, client, closed_port, read_topic, served, with_topic
 
 

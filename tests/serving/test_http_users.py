@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bento_services.api.directory import CatalogUsers
+from recsys.backends import open_catalog
 from recsys.errors import UnknownUserError
-from recsys.serving.directory import CatalogUsers
 from recsys.settings import Settings
-from recsys.stores import open_catalog
 from tests.serving.conftest import closed_port
 
 

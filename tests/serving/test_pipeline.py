@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from bento_services.metrics import CACHE_LOOKUPS
+from bento_services.pipeline.assignment import assign
+from bento_services.pipeline.batch import precompute
+from bento_services.pipeline.contracts import Degradation, RecommendationRequest
+from bento_services.pipeline.pipeline import build_pipeline
 from recsys.errors import UnknownUserError
-from recsys.pipeline.candidates import CandidateGenerator
-from recsys.serving.assignment import assign
-from recsys.serving.batch import precompute
-from recsys.serving.contracts import Degradation, RecommendationRequest
-from recsys.serving.metrics import CACHE_LOOKUPS
-from recsys.serving.pipeline import build_pipeline
+from recsys.models.candidates import CandidateGenerator
 from recsys.settings import ExperimentVariant
 from tests.conftest import make_settings
 from tests.serving.pipeline_data import FakeRanker, World, build_world, with_features

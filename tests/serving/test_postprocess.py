@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.serving.postprocess import PostProcessor, main_source
-from recsys.serving.retrieve import ItemAttributes
+from bento_services.pipeline.postprocess import PostProcessor, main_source
+from bento_services.pipeline.retrieve import ItemAttributes
 from recsys.settings import ServingSettings
 
 IDS = [f"i{k}" for k in range(10)]

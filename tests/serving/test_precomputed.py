@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from recsys.serving.precomputed import PrecomputedStore, open_precomputed, source_of
+from recsys.backends import open_precomputed
 from recsys.settings import Settings
 from recsys.stores import CatalogStore
 from recsys.stores.catalog import Recommendation
+from recsys.stores.precomputed import PrecomputedStore, source_of
 
 TTL = 3600
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from recsys.backends import open_user_vectors
 from recsys.errors import InvalidInputError
 from recsys.settings import Settings
-from recsys.stores import open_user_vectors
 
 WHEN = datetime(2024, 1, 20, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from recsys.serving.contracts import Ranker
-from training.ranker import Column, FeatureEncoder, WideDeepRanker
+from bento_services.pipeline.contracts import Ranker
+from recsys.models.ranker import Column, FeatureEncoder, WideDeepRanker, load_ranker
 from training.ranker_eval import list_metrics
-from training.ranker_train import RankerTrainConfig, TrainedRanker, load_ranker, save_ranker, train_ranker
+from training.ranker_train import RankerTrainConfig, TrainedRanker, save_ranker, train_ranker
 
 COLUMNS = [
     Column("item_features__category", "categorical", "unknown"),

@@ -1,0 +1,74 @@
+"""Stage two: the ranker's features for one user and their candidates, through the `ranker_v1` service.
+
+Values come from the fast online path (item rows in memory, the user row through the layer-3
+cache); missing and stale values take their typed defaults. When the online store cannot answer,
+`defaults` gives the same layout with every value at its default, and the answer is marked
+`default_features`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from bento_services.pipeline.caches import CachedOnlineFeatures
+from bento_services.pipeline.contracts import RequestContext
+from recsys.features.service import ServiceLayout, fill_defaults
+from recsys.features.store import open_feature_store
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+SERVICE = "ranker_v1"
+REFRESH_SECONDS = 300.0
+Features = dict[str, list[Any]]
+
+
+class FeatureAssembler:
+    """Feature assembly for ranking; item tables reloaded in the background, never inside a request."""
+
+    def __init__(self, online: CachedOnlineFeatures, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        self.online = online
+        self.layout: ServiceLayout = online.layout
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_loop, args=(refresh_seconds,), daemon=True,
+                                           name="recsys-feature-refresh")
+        self._refresher.start()
+
+    def assemble(self, user_id: str, item_ids: list[str], context: RequestContext, now: datetime) -> Features:
+        """Feature columns (`view__feature`, one entry per item), defaults where values are missing."""
+        request = {"request_time": now, "device": context.device or ""}
+        values, status = self.online.get(user_id, item_ids, request)
+        return fill_defaults(values, status, self.layout.specs)
+
+    def defaults(self, user_id: str, item_ids: list[str]) -> Features:
+        """The same layout with every feature at its typed default."""
+        n = len(item_ids)
+        columns: Features = {"user_id": [user_id] * n, "item_id": list(item_ids)}
+        columns.update({spec.ref: [spec.default] * n for spec in self.layout.specs})
+        return columns
+
+    def _refresh_loop(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                self.online.refresh()
+            except Exception as exc:  # noqa: BLE001 - keep serving the last tables; retry next round
+                log.warning("refreshing item features failed: %r", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def open_assembler(settings: Settings) -> FeatureAssembler | None:
+    """The assembler over the profile's online store, item tables loaded; None when the repo is not applied."""
+    try:
+        # Item tables are refreshed by the assembler's own thread: never let a request trigger a reload.
+        online = CachedOnlineFeatures(open_feature_store(settings), SERVICE,
+                                      ttl_seconds=settings.serving.feature_cache_ttl_seconds,
+                                      max_age_seconds=float("inf"))
+        online.refresh()
+    except Exception as exc:  # noqa: BLE001 - without features the ranker runs on defaults or not at all
+        log.warning("online features unavailable: %r", exc)
+        return None
+    return FeatureAssembler(online)

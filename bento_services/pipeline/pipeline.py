@@ -1,0 +1,353 @@
+"""The request pipeline: assignment, layer 1, retrieve, features, score, post-process, order.
+
+`build_pipeline(settings)` loads everything the request path reads from memory (index, popularity,
+item attributes, item feature rows) and opens the stores it reads per request (catalog user row,
+history, user vector, "not interested"). `recommend` always answers, degrading rung by rung:
+
+- ranker fails or times out        -> candidate scores   (`candidate_scores`)
+- candidate generation / ANN fails -> precomputed list    (`precomputed`)
+- features unavailable             -> typed defaults      (`default_features`)
+- all else                         -> popular items       (`popular`, kept in memory)
+
+A precomputed hit for a user whose arm does not change ranking is the cached path (`cached=True`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bento_services.metrics import CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
+from bento_services.pipeline.assignment import Assignment, assign
+from bento_services.pipeline.caches import EmbeddingCache
+from bento_services.pipeline.connections import Connection
+from bento_services.pipeline.contracts import (
+    Degradation,
+    Ranker,
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendedItem,
+)
+from bento_services.pipeline.features import FeatureAssembler, open_assembler
+from bento_services.pipeline.postprocess import PostProcessor, main_source
+from bento_services.pipeline.retrieve import Retriever, ServingTables, current_folder, load_serving_tables
+from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
+from bento_services.pipeline.stages import StageFailed, StageRunner
+from recsys.backends import open_catalog, open_exclusions, open_interactions, open_precomputed, open_user_vectors
+from recsys.errors import StoreUnavailableError, UnknownUserError
+from recsys.models.candidates import Candidate
+from recsys.settings import Settings
+from recsys.stores import CatalogStore, InteractionStore, UserVectorStore
+from recsys.stores.catalog import Recommendation
+from recsys.stores.exclusions import ExclusionStore
+from recsys.stores.precomputed import PrecomputedStore, source_of
+
+log = logging.getLogger(__name__)
+HISTORY_LIMIT = 500
+WATCH_SECONDS = 60.0
+
+
+class RecommendationPipeline:
+    """`RecommendationService` over in-memory tables and per-thread store connections."""
+
+    def __init__(self, settings: Settings, tables: ServingTables, ranker: Ranker | None,
+                 assembler: FeatureAssembler | None, variant_rankers: Mapping[str, Ranker] | None = None) -> None:
+        self.settings, self.tables, self.ranker, self.assembler = settings, tables, ranker, assembler
+        self.variant_rankers = dict(variant_rankers or {})
+        serving = settings.serving
+        self.retriever = Retriever(tables.tables, serving.nprobe) if tables.tables is not None else None
+        self.post = PostProcessor(tables.attributes, serving)
+        self._stop = threading.Event()
+        self.runner = StageRunner(serving.stage_timeout_ms)
+        self.catalog: Connection[CatalogStore] = Connection("catalog", lambda: open_catalog(settings))
+        self.interactions: Connection[InteractionStore] = Connection(
+            "interaction store", lambda: open_interactions(settings))
+        self.vectors: Connection[UserVectorStore] = Connection("user vectors", lambda: open_user_vectors(settings))
+        self.exclusions: Connection[ExclusionStore] = Connection("not-interested store",
+                                                                 lambda: open_exclusions(settings))
+        self.embeddings = EmbeddingCache(self.vectors.store, serving.embedding_cache_ttl_seconds)
+        self.layer1: list[PrecomputedStore] = open_precomputed(settings, self.catalog.store)
+
+    # -- the service ------------------------------------------------------------------------------------
+    def recommend(self, request: RecommendationRequest, use_precomputed: bool = True) -> RecommendationResponse:
+        """Always answers; raises UnknownUserError only when a reachable catalog lacks the user."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        arm = assign(request.user_id, self.settings.serving.experiments)
+        user, excluded = self._lookup(request.user_id, timings)
+        if use_precomputed and not arm.changes_ranking:
+            cached = self._precomputed(request, excluded, timings)
+            if cached is not None:
+                return self._respond(request, cached, arm, self.tables.version, Degradation.FULL, timings, started,
+                                     cached=True)
+        items, version, level = self._full_path(request, user, arm, excluded, timings)
+        return self._respond(request, items, arm, version, level, timings, started)
+
+    def not_interested(self, user_id: str, item_id: str) -> None:
+        """Persist the exclusion; raises StoreUnavailableError when it could not be written (never dropped)."""
+        try:
+            self.exclusions.call(lambda s: s.add(user_id, item_id))
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any driver error means the write did not happen
+            raise StoreUnavailableError(f"could not record 'not interested' for user {user_id}: {exc}") from exc
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "candidates": self.retriever is not None,
+            "ranker": self.ranker is not None,
+            "features": self.assembler is not None,
+            "catalog": self.catalog.available,
+            "popular": bool(self.tables.popular),
+        }
+
+    def refresh(self, folder: Path | None = None) -> bool:
+        """Reload the in-memory tables (a newly published artifact, today's popularity) and swap them in.
+
+        A new artifact that does not load is not swapped in: the tables in use keep serving. Returns
+        whether the swap happened.
+        """
+        tables = load_serving_tables(self.settings, folder or current_folder(self.settings))
+        if tables.tables is None and self.tables.tables is not None:
+            log.warning("not swapping in candidate tables %s: %s", tables.version, tables.error)
+            return False
+        serving = self.settings.serving
+        retriever = Retriever(tables.tables, serving.nprobe) if tables.tables is not None else None
+        self.post = PostProcessor(tables.attributes, serving)
+        self.tables, self.retriever = tables, retriever
+        log.info("serving tables %s swapped in", tables.version)
+        return True
+
+    def watch_current(self, every_seconds: float = WATCH_SECONDS) -> None:
+        """Check `models/CURRENT` in the background and refresh when it names another version."""
+        def loop() -> None:
+            while not self._stop.wait(every_seconds):
+                folder = current_folder(self.settings)
+                if folder is not None and folder.name != self.tables.folder_name:
+                    try:
+                        self.refresh(folder)
+                    except Exception as exc:  # noqa: BLE001 - keep serving the tables in use
+                        log.warning("refreshing serving tables from %s failed: %r", folder, exc)
+
+        threading.Thread(target=loop, daemon=True, name="recsys-tables-watch").start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.runner.close()
+        if self.assembler is not None:
+            self.assembler.close()
+        for store in self.layer1:
+            store.close()
+        for connection in (self.catalog, self.interactions, self.vectors, self.exclusions):
+            connection.close()
+
+    # -- the ladder -------------------------------------------------------------------------------------
+    def _full_path(
+        self, request: RecommendationRequest, user: dict[str, Any] | None, arm: Assignment, excluded: set[str],
+        timings: dict[str, float],
+    ) -> tuple[list[RecommendedItem], str, Degradation]:
+        history, vector = self._user_state(request.user_id, timings)
+        onboarding = _categories(user.get("preferred_categories") if user else None)
+        try:
+            if self.retriever is None:
+                raise StageFailed("candidates", "unavailable", None)
+            retriever = self.retriever
+            candidates = self.runner.run("candidates", lambda: retriever.retrieve(
+                vector, history, set(history), onboarding), timings)
+        except StageFailed:
+            fallback = self._precomputed(request, excluded | set(history), timings)
+            if fallback is not None:
+                return fallback, self.tables.version, Degradation.PRECOMPUTED
+            return self._popular(request, excluded | set(history)), "popular", Degradation.POPULAR
+        scores, version, level = self._score(request, self._ranker_for(arm), candidates, vector, timings)
+        sources = [main_source(c.sources) for c in candidates]
+        started = time.perf_counter()
+        items = self.post.apply([c.item_id for c in candidates], scores, sources, excluded | set(history),
+                                request.n, arm.diversity_boost)
+        _timed("postprocess", started, timings)
+        if not items:
+            return self._popular(request, excluded | set(history)), "popular", Degradation.POPULAR
+        if len(items) < request.n:
+            items = self._top_up(items, request.n, excluded | set(history))
+        return items, version, level
+
+    def _ranker_for(self, arm: Assignment) -> Ranker | None:
+        """The variant's ranker version when it names one that is loaded; the default ranker otherwise."""
+        version = arm.ranker_version
+        return self.variant_rankers.get(version, self.ranker) if version is not None else self.ranker
+
+    def _score(self, request: RecommendationRequest, ranker: Ranker | None, candidates: list[Candidate],
+               vector: np.ndarray | None, timings: dict[str, float]) -> tuple[np.ndarray, str, Degradation]:
+        fused = candidate_scores(candidates)
+        assembler, retriever = self.assembler, self.retriever
+        if ranker is None or assembler is None or retriever is None or not candidates:
+            return fused, self.tables.version, Degradation.CANDIDATE_SCORES
+        depth = min(len(candidates), self.settings.serving.rank_depth)
+        ids = [c.item_id for c in candidates[:depth]]
+        head = fused[:depth]
+        level = Degradation.FULL
+        now = datetime.now(UTC)
+        try:
+            features = self.runner.run("features", lambda: assembler.assemble(
+                request.user_id, ids, request.context, now), timings)
+        except StageFailed:
+            features, level = assembler.defaults(request.user_id, ids), Degradation.DEFAULT_FEATURES
+        embedding = retriever.embedding_scores(vector, ids)
+        try:
+            scores = self.runner.run("ranking", lambda: rank_scores(ranker, features, head, embedding), timings)
+        except StageFailed:
+            return fused, self.tables.version, Degradation.CANDIDATE_SCORES
+        return below_ranked(scores, fused[depth:]), ranker.version, level
+
+    def _precomputed(self, request: RecommendationRequest, excluded: set[str],
+                     timings: dict[str, float]) -> list[RecommendedItem] | None:
+        """Layer 1, filtered by today's rules; None on a miss or when fewer than `n` items survive."""
+        try:
+            found = self.runner.run("precomputed", lambda: self._read_layer1(request.user_id), timings)
+        except StageFailed:
+            found = []
+        kept = [r for r in found if self.post.allowed(r.item_id, excluded)]
+        if not kept or len(kept) < min(request.n, len(found)):
+            CACHE_LOOKUPS.labels("precomputed", "miss").inc()
+            return None
+        CACHE_LOOKUPS.labels("precomputed", "hit").inc()
+        return [RecommendedItem(r.item_id, rank, float(r.score), source_of(r.explanation_type),
+                                r.explanation_type or "popular")
+                for rank, r in enumerate(kept[:request.n], start=1)]
+
+    def _read_layer1(self, user_id: str) -> list[Recommendation]:
+        """The first layer that has a list; a layer that cannot answer counts as a miss."""
+        for layer in self.layer1:
+            try:
+                found = layer.get(user_id)
+            except Exception as exc:  # noqa: BLE001 - try the next layer (Redis down: the table)
+                log.warning("precomputed layer %s failed: %r", type(layer).__name__, exc)
+                continue
+            if found:
+                return found
+        return []
+
+    def _popular(self, request: RecommendationRequest, excluded: set[str]) -> list[RecommendedItem]:
+        """The floor: most popular allowed items, from memory."""
+        items: list[RecommendedItem] = []
+        for item_id, count in self.tables.popular:
+            if len(items) >= request.n:
+                break
+            if self.post.allowed(item_id, excluded):
+                items.append(RecommendedItem(item_id, len(items) + 1, float(count), "popularity", "popular"))
+        if not items:  # everything excluded: popularity alone, rules relaxed, rather than nothing
+            items = [RecommendedItem(i, k, float(c), "popularity", "popular")
+                     for k, (i, c) in enumerate(self.tables.popular[:request.n], start=1)]
+        return items
+
+    def _top_up(self, items: list[RecommendedItem], n: int, excluded: set[str]) -> list[RecommendedItem]:
+        """Fewer candidates survived than asked for: fill with popular items, scored below every ranked one."""
+        taken = {i.item_id for i in items}
+        for item_id, _ in self.tables.popular:
+            if len(items) >= n:
+                break
+            if item_id not in taken and self.post.allowed(item_id, excluded):
+                items.append(RecommendedItem(item_id, len(items) + 1, 0.0, "popularity", "popular"))
+                taken.add(item_id)
+        return items
+
+    # -- per-request reads ------------------------------------------------------------------------------
+    def _lookup(self, user_id: str, timings: dict[str, float]) -> tuple[dict[str, Any] | None, set[str]]:
+        """The catalog row and the "not interested" items, under one budget.
+
+        UnknownUserError when the catalog answers without the user; a row of None when the catalog is
+        unreachable or slow (the request is answered from what is available, unchecked).
+        """
+        def read() -> tuple[dict[str, Any] | None, bool, set[str]]:
+            try:
+                user, reachable = self.catalog.call(lambda s: s.get_user(user_id)), True
+            except Exception as exc:  # noqa: BLE001 - catalog down: answer from what is available
+                log.warning("catalog unreachable, serving user %s unchecked: %r", user_id, exc)
+                user, reachable = None, False
+            excluded = self._safe("not-interested store", set(), lambda: self.exclusions.call(
+                lambda s: s.items(user_id)))
+            return user, reachable, excluded
+
+        try:
+            user, reachable, excluded = self.runner.run("lookup", read, timings)
+        except StageFailed:
+            return None, set()
+        if reachable and user is None:
+            raise UnknownUserError(user_id)
+        return user, excluded
+
+    def _user_state(self, user_id: str, timings: dict[str, float]) -> tuple[list[str], np.ndarray | None]:
+        """History and embedding under one budget: a hanging store leaves them out, it does not stall."""
+        def read() -> tuple[list[str], np.ndarray | None]:
+            return self._history(user_id), self._safe("user vectors", None, lambda: self.embeddings.get(user_id))
+
+        try:
+            return self.runner.run("user_state", read, timings)
+        except StageFailed:
+            return [], None
+
+    def _history(self, user_id: str) -> list[str]:
+        """The user's item ids, oldest first; empty when the interaction store is unreachable."""
+        events = self._safe("interaction store", None, lambda: self.interactions.call(
+            lambda s: s.user_events(user_id, limit=HISTORY_LIMIT)))
+        if events is None or events.empty:
+            return []
+        return [str(i) for i in reversed(events["item_id"].tolist())]
+
+    def _safe(self, what: str, default: Any, call: Any) -> Any:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - a per-request read that fails leaves its part out
+            log.warning("%s unavailable: %r", what, exc)
+            return default
+
+    def _respond(self, request: RecommendationRequest, items: list[RecommendedItem], arm: Assignment, version: str,
+                 level: Degradation, timings: dict[str, float], started: float,
+                 cached: bool = False) -> RecommendationResponse:
+        if not items:
+            items, version, level = self._popular(request, set()), "popular", Degradation.POPULAR
+        DEGRADATIONS.labels(level.value).inc()
+        _timed("total", started, timings)
+        return RecommendationResponse(request.user_id, items, arm.name, version, level, cached, timings)
+
+
+def _timed(stage: str, started: float, timings: dict[str, float]) -> None:
+    elapsed = time.perf_counter() - started
+    STAGE_SECONDS.labels(stage).observe(elapsed)
+    timings[stage] = round(elapsed * 1000.0, 3)
+
+
+def _categories(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [c for c in value.replace(",", "|").split("|") if c]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(c) for c in value]
+    return []
+
+
+def build_pipeline(settings: Settings, *, candidates_dir: Path | None = None, ranker: Ranker | None = None,
+                   variant_rankers: Mapping[str, Ranker] | None = None) -> RecommendationPipeline:
+    """Load the serving tables and open the stores.
+
+    `candidates_dir` is a `models/<version>` folder (default: the one `models/CURRENT` names). Without a
+    `ranker`, answers are ordered by candidate scores (`candidate_scores`). `variant_rankers` maps the
+    `ranker_version` of experiment variants to their rankers (`bento_services.pipeline.rankers.load_rankers`).
+    """
+    tables = load_serving_tables(settings, candidates_dir or current_folder(settings))
+    rankers = dict(variant_rankers or {})
+    for variant in settings.serving.experiments:
+        if variant.ranker_version is not None and variant.ranker_version not in rankers:
+            log.warning("variant %s asks for ranker %s, which is not loaded: it gets the default ranker",
+                        variant.name, variant.ranker_version)
+    assembler = open_assembler(settings) if ranker is not None or rankers else None
+    pipeline = RecommendationPipeline(settings, tables, ranker, assembler, rankers)
+    if candidates_dir is None:
+        pipeline.watch_current()
+    return pipeline

@@ -1,0 +1,141 @@
+"""Stage one of serving: what candidate generation reads, loaded once, and the per-request call.
+
+`load_serving_tables` reads the candidate artifact (`data_dir/models/<version>/item_index`), the item
+catalog snapshot and the interaction history from the lake at startup, so a request touches only
+memory: the FAISS index, the popularity tables and the item attributes post-processing needs. The
+popular list is kept apart from the index: it is the floor of the ladder and needs no artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from recsys.backends import open_lake
+from recsys.models.candidates import Candidate, CandidateGenerator, CandidateTables, Quotas, build_tables
+from recsys.models.item_index import ItemIndex
+from recsys.models.neighbours import load_neighbours
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+FRESH_DAYS = 30
+POPULAR_KEPT = 2_000
+
+
+@dataclass
+class ItemAttributes:
+    """What post-processing asks of an item, as plain dicts and sets (no per-item pandas lookups)."""
+
+    category: dict[str, str] = field(default_factory=dict)
+    inactive: set[str] = field(default_factory=set)
+    fresh: set[str] = field(default_factory=set)  # first seen within FRESH_DAYS of the newest event
+
+
+@dataclass
+class ServingTables:
+    """Everything the request path reads from memory; `tables` is None when the index could not load."""
+
+    version: str
+    tables: CandidateTables | None
+    folder_name: str  # models/<folder_name>: what `models/CURRENT` is compared with
+    popular: list[tuple[str, float]]
+    attributes: ItemAttributes
+    error: str | None = None
+
+
+def current_folder(settings: Settings) -> Path | None:
+    """`data_dir/models/<CURRENT>`, or None when no candidate artifact was published."""
+    models = settings.data_path / "models"
+    current = models / "CURRENT"
+    return models / current.read_text().strip() if current.is_file() else None
+
+
+def load_serving_tables(settings: Settings, folder: Path | None) -> ServingTables:
+    """Catalog and history from the lake, the item index from `folder`; a bad index leaves `tables` None."""
+    lake = open_lake(settings)
+    items = lake.latest_snapshot("items")
+    if items is None:
+        items = pd.DataFrame({"item_id": pd.Series(dtype=str), "category": pd.Series(dtype=object),
+                              "tags": pd.Series(dtype=object)})
+    events = _events(settings)
+    popular = [(str(i), float(n)) for i, n in events["item_id"].value_counts().head(POPULAR_KEPT).items()]
+    if not popular:  # no events yet: the floor is the catalog itself, so an answer is never empty
+        popular = [(str(i), 0.0) for i in items["item_id"].head(POPULAR_KEPT)]
+    now = events["event_time"].max() if len(events) else pd.Timestamp.now(tz="UTC")
+    attributes = _attributes(items, events, now)
+    version = folder.name if folder is not None else "none"
+    if folder is None:
+        return ServingTables(version, None, version, popular, attributes, "no candidate artifact (models/CURRENT)")
+    try:
+        index = ItemIndex.load(folder / "item_index")
+        tables = build_tables(items, events, index, _vectors(index), now.to_pydatetime(),
+                              neighbours=load_neighbours(folder))
+    except Exception as exc:  # noqa: BLE001 - a missing or corrupt index is a rung of the ladder, not a crash
+        log.warning("candidate index at %s unusable: %r", folder, exc)
+        return ServingTables(version, None, folder.name, popular, attributes, f"item index unusable: {exc}")
+    return ServingTables(index.meta.model_version or version, tables, folder.name, popular, attributes)
+
+
+def _events(settings: Settings) -> pd.DataFrame:
+    try:
+        table = open_lake(settings).interactions(columns=["user_id", "item_id", "event_time"])
+        return table.to_pandas()
+    except Exception as exc:  # noqa: BLE001 - an empty lake is a valid (cold) start
+        log.warning("no interaction history in the lake: %r", exc)
+        return pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
+                             "event_time": pd.Series(dtype="datetime64[ms, UTC]")})
+
+
+def _attributes(items: pd.DataFrame, events: pd.DataFrame, now: pd.Timestamp) -> ItemAttributes:
+    ids = items["item_id"].astype(str)
+    category = dict(zip(ids, items["category"].fillna("").astype(str)))
+    inactive = set(ids[~items["is_active"].astype(bool)]) if "is_active" in items else set()
+    first_seen = events.groupby("item_id")["event_time"].min() if len(events) else pd.Series(dtype=object)
+    fresh = {str(i) for i in first_seen[first_seen >= now - timedelta(days=FRESH_DAYS)].index}
+    return ItemAttributes(category, inactive, fresh)
+
+
+def _vectors(index: ItemIndex) -> np.ndarray:
+    """The item vectors back from the index (exact for flat and IVF-Flat), in `index.item_ids` order."""
+    raw = index.faiss_index
+    if isinstance(raw, faiss.IndexIVF):
+        raw.make_direct_map()
+    return np.asarray(raw.reconstruct_n(0, raw.ntotal), dtype=np.float32)
+
+
+class Retriever:
+    """Candidate generation for one user: the merged sources of `CandidateGenerator`."""
+
+    def __init__(self, tables: CandidateTables, nprobe: int, quotas: Quotas = Quotas()) -> None:
+        self.tables = tables
+        self.generator = CandidateGenerator(tables, quotas, nprobe=nprobe)
+        # The item vectors as one matrix (the rows `tables.vectors` already views, when it was built from one).
+        first = next(iter(tables.vectors.values()), None)
+        base = first.base if first is not None else None
+        if isinstance(base, np.ndarray) and base.ndim == 2 and len(base) == len(tables.vectors):
+            self._matrix = base
+        else:
+            dim = tables.index.meta.dim
+            self._matrix = np.array(list(tables.vectors.values()), dtype=np.float32).reshape(-1, dim)
+        self._rows = {item: row for row, item in enumerate(tables.vectors)}
+
+    def retrieve(self, user_vector: np.ndarray | None, history: Sequence[str], consumed: set[str],
+                 onboarding: Sequence[str]) -> list[Candidate]:
+        """Candidates best first; `history` oldest first. A user with neither vector nor history is a cold start."""
+        return self.generator.generate(user_vector, list(history), consumed, onboarding_categories=onboarding)
+
+    def embedding_scores(self, user_vector: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
+        """User-item inner products of the two-tower model; 0 where either side has no vector."""
+        if user_vector is None:
+            return np.zeros(len(item_ids), dtype=np.float32)
+        rows = np.fromiter((self._rows.get(item, -1) for item in item_ids), dtype=np.int64, count=len(item_ids))
+        scores = self._matrix[np.maximum(rows, 0)] @ np.asarray(user_vector, dtype=np.float32)
+        scores[rows < 0] = 0.0
+        return scores

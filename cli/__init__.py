@@ -1,0 +1,1 @@
+"""The `recsys` command: the top layer, wiring the builders, the serving application and the reports."""

@@ -1,0 +1,402 @@
+"""The `recsys` console command: one subcommand per step of the platform."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys.backends import open_catalog, open_interactions, open_lake
+from recsys.errors import InvalidInputError, RecsysError
+from recsys.settings import Settings
+
+app = typer.Typer(help="Feature-store-centric recommendation platform.", no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+
+class State:
+    settings: Settings
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    profile: str | None = typer.Option(None, help="local (embedded, default) or services (real servers)"),
+    config: Path | None = typer.Option(None, help="TOML settings file; RECSYS_* variables override it"),
+) -> None:
+    state.settings = Settings.load(config_file=config, profile=profile)
+
+
+@app.command()
+def migrate() -> None:
+    """Create the catalog and interaction schemas (idempotent)."""
+    settings = state.settings
+    with open_catalog(settings) as catalog:
+        catalog.migrate()
+    with open_interactions(settings) as interactions:
+        interactions.migrate()
+    out.print(f"schemas applied ({settings.profile} profile)")
+
+
+@app.command("fetch-movielens")
+def fetch_movielens() -> None:
+    """Put a SHA-256-verified ml-latest-small into the data cache."""
+    from ingestion.datasets import ensure_movielens
+
+    settings = state.settings
+    origin = ensure_movielens(settings.movielens_path, settings.shared_data_dir)
+    out.print(f"ml-latest-small ready at {settings.movielens_path} (from {origin})")
+
+
+@app.command("import-movielens")
+def import_movielens(directory: Path | None = typer.Argument(None, help="default: the data cache")) -> None:
+    """Import a MovieLens directory (movies, links, ratings, tags) into every store."""
+    from ingestion.movielens import MovieLensSource
+
+    _import(MovieLensSource(directory or state.settings.movielens_path))
+
+
+@app.command("import")
+def import_generic(directory: Path = typer.Argument(..., help="folder with interactions, items, users files")) -> None:
+    """Import data in the generic format (see README) into every store."""
+    from ingestion.generic import GenericSource
+
+    _import(GenericSource(directory))
+
+
+def _import(source: object) -> None:
+    from ingestion.importer import Importer
+
+    settings = state.settings
+    with open_catalog(settings) as catalog, open_interactions(settings) as interactions:
+        catalog.migrate()
+        interactions.migrate()
+        report = Importer(catalog, interactions, open_lake(settings)).run(source)  # type: ignore[arg-type]
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
+    out.print(
+        f"imported {report.events_read:,} events ({report.events_new_in_lake:,} new), "
+        f"{report.items:,} items, {report.users:,} users; {report.events_per_second:,.0f} events/s ({timings})"
+    )
+
+
+@app.command()
+def generate(
+    out_dir: Path = typer.Argument(..., help="folder to write the generic format into"),
+    users: int = typer.Option(10_000), items: int = typer.Option(5_000),
+    interactions: int = typer.Option(1_000_000), days: int = typer.Option(90),
+    seed: int = typer.Option(7), categories: int = typer.Option(20),
+) -> None:
+    """Write a synthetic dataset (power-law popularity, latent tastes, sessions)."""
+    from ingestion.synthetic import SyntheticConfig
+    from ingestion.synthetic import generate as run
+
+    config = SyntheticConfig(users=users, items=items, interactions=interactions, days=days, seed=seed,
+                             categories=categories)
+    written = run(config, out_dir)
+    out.print(f"wrote {written:,} interactions, {items:,} items, {users:,} users to {out_dir}")
+
+
+@app.command("build-features")
+def build_features(
+    as_of: datetime | None = typer.Option(None, help="last moment to build up to (default: last event)"),
+) -> None:
+    """Spark: lake + catalog -> point-in-time feature tables under feature_repo/data/features."""
+    from ingestion.features.engineering import FeatureJobConfig, run_feature_job
+
+    settings = state.settings
+    config = FeatureJobConfig(
+        lake=settings.lake_path, output=settings.feature_data_path, master=settings.features.spark_master,
+        cadence_days=settings.features.snapshot_cadence_days,
+        as_of=as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else None,
+    )
+    started = time.perf_counter()
+    written = run_feature_job(config, progress=lambda message: err.print(f"[spark] {message}"))
+    out.print(", ".join(f"{table} {rows:,} rows" for table, rows in written.items())
+              + f" in {time.perf_counter() - started:.1f}s")
+
+
+@app.command("feast-apply")
+def feast_apply() -> None:
+    """`feast apply` for the current profile (SQLite online store for local, Redis for services)."""
+    from recsys.features.store import apply_repo
+
+    apply_repo(state.settings)
+    out.print(f"feature repository applied ({state.settings.profile} profile)")
+
+
+@app.command()
+def materialize(
+    end: datetime | None = typer.Option(None, help="materialize up to this moment (default: now)"),
+) -> None:
+    """Latest feature values into the online store, incrementally from the last run."""
+    from ingestion.features.materialize import materialize as run
+    from recsys.features.store import open_feature_store
+
+    reports = run(open_feature_store(state.settings), end=end.replace(tzinfo=end.tzinfo or UTC) if end else None,
+                  progress=lambda message: err.print(f"[materialize] {message}"))
+    total = sum(r.rows for r in reports)
+    seconds = sum(r.seconds for r in reports)
+    out.print(f"materialized {total:,} rows in {seconds:.2f}s ({total / seconds if seconds else 0:,.0f} rows/s)")
+
+
+@app.command("training-set")
+def training_set(
+    out_file: Path = typer.Argument(..., help="Parquet file to write"),
+    service: str = typer.Option("ranker_v1", help="feature service"),
+    limit: int = typer.Option(20_000, help="most recent rated events to label"),
+) -> None:
+    """Point-in-time training set: recent `rate` events (label: rating >= 4) with their features."""
+    import pyarrow.compute as pc
+
+    from recsys.features.store import open_feature_store
+    from training.training_set import build_training_set
+
+    settings = state.settings
+    rated = open_lake(settings).interactions(filter=pc.field("action_type") == "rate").to_pandas()
+    rated = rated.sort_values("event_time").tail(limit)
+    labelled = rated.rename(columns={"event_time": "event_timestamp"})[["user_id", "item_id", "event_timestamp"]]
+    labelled["label"] = (rated["value"] >= 4).astype("int64").to_numpy()
+    result = build_training_set(open_feature_store(settings), labelled, service)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    result.frame.join(result.status.add_prefix("status__")).to_parquet(out_file, index=False)
+    present = (result.status == "present").mean().mean()
+    out.print(f"{len(result.frame):,} rows x {len(result.status.columns)} features of {service} -> {out_file} "
+              f"({present:.0%} of values present, the rest typed defaults)")
+
+
+@app.command("build-candidates")
+def build_candidates(epochs: int = typer.Option(12, help="two-tower training epochs")) -> None:
+    """Train the two-tower model, build the FAISS item index, write user vectors to the online store."""
+    from embeddings.artifacts import build_candidate_artifacts
+    from embeddings.train import TrainConfig
+
+    built = build_candidate_artifacts(state.settings, TrainConfig(epochs=epochs),
+                                      progress=lambda message: err.print(f"[candidates] {message}"))
+    out.print(f"model {built.version}: {built.items:,} items indexed, {built.users:,} user vectors -> {built.folder}")
+
+
+@app.command()
+def evaluate(
+    out_dir: Path | None = typer.Option(None, help="where the table and plot go (default: data dir/evaluation)"),
+    epochs: int = typer.Option(12, help="two-tower training epochs"),
+    users_sample: int | None = typer.Option(None, help="evaluate a seeded sample of users"),
+    validation: bool = typer.Option(False, help="judge on a split of the training part (for tuning), not the test"),
+    with_ranker: bool = typer.Option(True, "--with-ranker/--without-ranker",
+                                     help="also list the final lists: merged candidates re-ranked by the ranker"),
+) -> None:
+    """Offline evaluation on a per-user temporal split: our candidates and final lists beside the peers."""
+    from embeddings.train import TrainConfig
+    from training.candidate_eval import MergedCandidates, SourceAlone
+    from training.evaluation import run_evaluation
+    from training.recommender import Recommender
+
+    settings = state.settings
+    items = open_lake(settings).latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError("no item catalog in the lake; import data first")
+    merged = MergedCandidates(items, TrainConfig(epochs=epochs))
+    alone = [SourceAlone(merged, "collaborative", "two-tower ANN"),
+             SourceAlone(merged, "similar_items", "similar items")]
+    extra: list[Recommender] = [merged, *alone]
+    if with_ranker:
+        from recsys.features.store import open_feature_store
+        from training.ranker_eval import RankedCandidates, RankerEvalConfig
+
+        # After `merged`: it re-ranks the harness's own fitted candidates, trained on the training part only.
+        extra.append(RankedCandidates(items, open_feature_store(settings), RankerEvalConfig(candidate_epochs=epochs),
+                                      progress=lambda message: err.print(f"[ranker] {message}"), reuse=merged))
+    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation", extra=extra,
+                   users_sample=users_sample, validation=validation)
+
+
+@app.command("train-ranker")
+def train_ranker_command(
+    depth: int = typer.Option(100, help="candidates re-ranked per user"),
+    candidate_epochs: int = typer.Option(5, help="two-tower training epochs of the candidate generator"),
+    out_dir: Path | None = typer.Option(None, help="where the curve and metrics go (default: data dir/ranker)"),
+) -> None:
+    """Train the Wide & Deep ranker on the temporal split, measure it on the hold-out, save it to the model store."""
+    from recsys.features.store import open_feature_store
+    from training.ranker_eval import RankerEvalConfig, train_and_save
+
+    settings = state.settings
+    items = open_lake(settings).latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError("no item catalog in the lake; import data first")
+    run = train_and_save(settings.lake_path, items, open_feature_store(settings),
+                         out_dir or settings.data_path / "ranker",
+                         RankerEvalConfig(depth=depth, candidate_epochs=candidate_epochs),
+                         progress=lambda message: err.print(f"[ranker] {message}"))
+    out.print(f"saved {run.tag}: hold-out AUC {run.metrics['auc']:.4f}, NDCG@10 {run.metrics['ndcg@10']:.4f} "
+              f"(candidate order {run.metrics['candidate_ndcg@10']:.4f}); curve -> {run.curve}")
+
+
+@app.command()
+def summary() -> None:
+    """Row counts in every store."""
+    _print_summary(state.settings)
+
+
+@app.command()
+def serve() -> None:
+    """Run the recommendation API with uvicorn on serving.host:serving.port (development; the Bento is production)."""
+    import uvicorn
+
+    from bento_services.api.http import app_from_settings
+
+    settings = state.settings
+    uvicorn.run(app_from_settings(settings), host=settings.serving.host, port=settings.serving.port,
+                access_log=False)
+
+
+@app.command()
+def demo() -> None:
+    """The main job on ml-latest-small: import, features, embeddings and index, ranker, precompute, the
+    evaluation table, and a sample request and response."""
+    fetch_movielens()
+    migrate()
+    import_movielens(None)
+    _print_summary(state.settings)
+    build_features(None)
+    feast_apply()
+    # ml-latest-small ends in 2018: materialize and read "as of" the end of the data, not today.
+    user, as_of = _newest_user(state.settings)
+    materialize(as_of)
+    training_set(state.settings.data_path / "training" / "ranker_v1.parquet", "ranker_v1", 20_000)
+    build_candidates(epochs=12)
+    train_ranker_command(depth=100, candidate_epochs=12, out_dir=None)
+    precompute(k=100, active_days=None)
+    evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True)
+    _sample_request(state.settings, user)
+    _print_online_sample(state.settings, user, as_of)
+
+
+def _newest_user(settings: Settings) -> tuple[str, datetime]:
+    """The user with the newest snapshot in the user feature table, and that snapshot's time."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(settings.feature_data_path / "user_features", format="parquet").to_table(
+        columns=["user_id", "event_timestamp"]).sort_by([("event_timestamp", "descending")])
+    newest = table.column("event_timestamp")[0].as_py()
+    return table.column("user_id")[0].as_py(), newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+
+
+def _print_online_sample(settings: Settings, user: str, as_of: datetime) -> None:
+    """A few ranker features for one user and three items, read by the fast online path."""
+    from recsys.features.online import FastOnlineFeatures
+    from recsys.features.store import open_feature_store
+
+    fast = FastOnlineFeatures(open_feature_store(settings), "ranker_v1")
+    items = ["1", "318", "2571"]
+    values, _ = fast.get(user, items, {"request_time": as_of, "device": "web"})
+    table = Table(title=f"ranker_v1 online features of user {user} as of {as_of:%Y-%m-%d} (fast path)")
+    table.add_column("feature")
+    for item in items:
+        table.add_column(f"item {item}", justify="right")
+    for name in ("user_features__interactions_total", "item_features__avg_rating", "item_features__category",
+                 "user_item_features__user_category_affinity", "user_item_features__item_age_days"):
+        table.add_row(name, *[f"{v:.2f}" if isinstance(v, float) else str(v) for v in values[name]])
+    out.print(table)
+
+
+def _sample_request(settings: Settings, user: str) -> None:
+    """One GET /recommendations through the real app in process, printed as a client would see it."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from bento_services.api.http import app_from_settings
+
+    key = settings.serving.api_keys[0].get_secret_value()
+    with TestClient(app_from_settings(settings)) as client:
+        path = f"/recommendations?user_id={user}&n=5&device=web"
+        answer = client.get(path, headers={"X-API-Key": key})
+    out.print(f"GET {path}  (X-API-Key: …)")
+    out.print(f"{answer.status_code}  X-Experiment: {answer.headers.get('x-experiment')}  "
+              f"X-Model-Version: {answer.headers.get('x-model-version')}  "
+              f"X-Degradation: {answer.headers.get('x-degradation')}")
+    out.print_json(json.dumps(answer.json()))
+    out.print("serve it: make serve   (then curl -H 'X-API-Key: dev-key' "
+              f"'http://{settings.serving.host}:{settings.serving.port}/recommendations?user_id={user}&n=10')")
+
+
+def _print_summary(settings: Settings) -> None:
+    table = Table(title=f"stores ({settings.profile} profile)")
+    table.add_column("store")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    with open_catalog(settings) as catalog:
+        for name, count in catalog.counts().items():
+            table.add_row("catalog", name, f"{count:,}")
+    with open_interactions(settings) as interactions:
+        for name, count in interactions.counts().items():
+            table.add_row("interactions", name, f"{count:,}")
+    table.add_row("lake", "interactions", f"{open_lake(settings).count_interactions():,}")
+    out.print(table)
+
+
+@app.command("recommend-batch")
+def recommend_batch(
+    out_file: Path = typer.Option(..., "--out", help="where to write: a .csv or .parquet file"),
+    users_file: Path | None = typer.Option(None, "--users", help="user ids: one per line, or a user_id column"),
+    all_active: bool = typer.Option(False, "--all-active", help="every user with events in the lake"),
+    k: int = typer.Option(50, "--k", min=1, help="recommendations per user"),
+) -> None:
+    """Top-K recommendations for many users through the serving pipeline, to CSV or Parquet."""
+    from bento_services.pipeline.batch import (
+        active_users,
+        batch_settings,
+        read_users,
+        recommend_batch,
+        write_recommendations,
+    )
+    from bento_services.pipeline.rankers import build_serving_pipeline
+
+    if (users_file is None) == (not all_active):
+        raise InvalidInputError("give exactly one of --users FILE or --all-active")
+    settings = state.settings
+    users = read_users(users_file) if users_file is not None else active_users(settings)
+    pipeline = build_serving_pipeline(batch_settings(settings))
+    try:
+        frame = recommend_batch(pipeline, users, k, show_progress=True)
+    finally:
+        pipeline.close()
+    write_recommendations(frame, out_file)
+    out.print(f"{frame['user_id'].nunique():,} users x top {k} -> {out_file} "
+              f"({len(users) - frame['user_id'].nunique():,} unknown users left out)")
+
+
+@app.command()
+def precompute(
+    k: int = typer.Option(100, "--k", min=1, help="list length per user"),
+    active_days: int | None = typer.Option(None, help="only users active in the last N days of data"),
+) -> None:
+    """Layer 1: each active user's top K into Redis (with its TTL) and the precomputed_recommendations table."""
+    from bento_services.pipeline.batch import active_users, batch_settings
+    from bento_services.pipeline.batch import precompute as run_precompute
+    from bento_services.pipeline.rankers import build_serving_pipeline
+
+    settings = state.settings
+    users = active_users(settings, active_days)
+    pipeline = build_serving_pipeline(batch_settings(settings))
+    try:
+        written = run_precompute(pipeline, users, k, show_progress=True)
+    finally:
+        pipeline.close()
+    out.print(f"precomputed top {k} for {written:,} users (expires in {settings.serving.precomputed_ttl_seconds:,}s)")
+
+
+def run() -> None:
+    """Console entry point: domain errors become one clear line and a non-zero exit."""
+    try:
+        app()
+    except RecsysError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
+        raise SystemExit(2 if exc.http_status < 500 else 1) from exc

@@ -1,0 +1,113 @@
+"""The one place the profile picks the backends: every store, the event bus and the feature store's
+configuration. Everything else takes the interface and never asks which profile it runs under.
+
+| interface | `local` (embedded) | `services` (real servers) |
+|---|---|---|
+| `CatalogStore` | `catalog_sqlite` | `catalog_postgres` |
+| `InteractionStore` | `interactions_sqlite` | `interactions_cassandra` |
+| `UserVectorStore` | `vectors_sqlite` | `vectors_redis` |
+| `ExclusionStore` | `exclusions_sqlite` | `exclusions_redis` |
+| `PrecomputedStore` layers | `precomputed_catalog` | `precomputed_redis`, then `precomputed_catalog` |
+| `EventBus` | `in_process` (store writer subscribed) | `kafka` |
+| Feast `feature_store.yaml` | `feature_repo/feature_store.yaml` | `infra/feast/feature_store.yaml` + addresses |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from recsys.bus import EventBus, Outcome
+from recsys.bus.base import ignore_outcome
+from recsys.settings import Settings
+from recsys.stores.catalog import CatalogStore
+from recsys.stores.exclusions import ExclusionStore
+from recsys.stores.interactions import InteractionStore
+from recsys.stores.lake import Lake
+from recsys.stores.precomputed import PrecomputedStore
+from recsys.stores.vectors import UserVectorStore
+
+
+def _services(settings: Settings) -> bool:
+    return settings.profile == "services"
+
+
+def open_catalog(settings: Settings) -> CatalogStore:
+    if _services(settings):
+        from recsys.stores.catalog_postgres import PostgresCatalogStore
+
+        return PostgresCatalogStore(settings.postgres)
+    from recsys.stores.catalog_sqlite import SqliteCatalogStore
+
+    return SqliteCatalogStore(settings.embedded_path / "catalog.sqlite")
+
+
+def open_interactions(settings: Settings) -> InteractionStore:
+    if _services(settings):
+        from recsys.stores.interactions_cassandra import CassandraInteractionStore
+
+        return CassandraInteractionStore(settings.cassandra)
+    from recsys.stores.interactions_sqlite import SqliteInteractionStore
+
+    return SqliteInteractionStore(settings.embedded_path / "interactions.sqlite", settings.cassandra.item_bucket)
+
+
+def open_user_vectors(settings: Settings) -> UserVectorStore:
+    if _services(settings):
+        from recsys.stores.vectors_redis import RedisUserVectorStore
+
+        return RedisUserVectorStore(settings.redis)
+    from recsys.stores.vectors_sqlite import SqliteUserVectorStore
+
+    return SqliteUserVectorStore(settings.embedded_path / "user_vectors.sqlite")
+
+
+def open_exclusions(settings: Settings) -> ExclusionStore:
+    if _services(settings):
+        from recsys.stores.exclusions_redis import RedisExclusionStore
+
+        return RedisExclusionStore(settings.redis)
+    from recsys.stores.exclusions_sqlite import SqliteExclusionStore
+
+    return SqliteExclusionStore(settings.embedded_path / "serving.sqlite")
+
+
+def open_precomputed(settings: Settings, catalog: Callable[[], CatalogStore]) -> list[PrecomputedStore]:
+    """The layers in read order: Redis then the table in `services`; the table alone in `local`."""
+    from recsys.stores.precomputed_catalog import CatalogPrecomputedStore
+
+    ttl = settings.serving.precomputed_ttl_seconds
+    table = CatalogPrecomputedStore(catalog, ttl)
+    if _services(settings):
+        from recsys.stores.precomputed_redis import RedisPrecomputedStore
+
+        return [RedisPrecomputedStore(settings.redis, ttl), table]
+    return [table]
+
+
+def open_lake(settings: Settings) -> Lake:
+    return Lake(settings.lake_path)
+
+
+def open_bus(settings: Settings, outcome: Outcome = ignore_outcome) -> EventBus:
+    """Kafka for `services`; for `local`, the in-process bus with the store writer subscribed."""
+    serving = settings.serving
+    if _services(settings):
+        from recsys.bus.kafka import KafkaBus
+
+        return KafkaBus(settings.kafka, serving.publish_retries, serving.publish_timeout_ms, outcome)
+    from recsys.bus.in_process import InProcessBus
+    from recsys.bus.store_writer import InteractionStoreWriter
+
+    bus = InProcessBus(serving.publish_retries, serving.publish_timeout_ms, outcome)
+    writer = InteractionStoreWriter(lambda: open_interactions(settings))
+    bus.subscribe("interaction", writer.on_interaction, on_close=writer.close)
+    bus.subscribe("feedback", writer.on_feedback)
+    return bus
+
+
+def feature_store_yaml(settings: Settings) -> Path:
+    """The profile's `feature_store.yaml`; `recsys.features.store` fills in the settings' addresses."""
+    if _services(settings):
+        return Path(settings.features.services_yaml)
+    return settings.features.repo_path / "feature_store.yaml"

@@ -1,0 +1,239 @@
+"""Stage one: about 1,000 candidates per request from five sources, merged with provenance.
+
+- collaborative: nearest items to the user's embedding in the FAISS index (350);
+- similar_items: item-to-item neighbours of the user's recent items, learned offline from
+  co-consumption (`recsys.models.neighbours`), newer items weighing more (500; empty when the
+  model version has no neighbours);
+- content: items near the user's recent items, and items sharing their categories and tags, new
+  items included, which is how a new item gets its first chance (100);
+- popularity within the user's categories (25);
+- trending this week, time-decayed (25).
+
+Quotas are configurable (the design's 500/300/150/50 predates the similar-items source; see
+`Quotas`). The merge removes items the user already consumed, inactive items and ids the catalog
+does not know, keeps each candidate's sources and per-source scores, and orders by weighted
+reciprocal-rank fusion so any prefix of the list is a fair mix. A user without an embedding (new
+user) falls back to their onboarding categories, else to what is popular.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from recsys.models.item_index import ItemIndex
+from recsys.models.neighbours import ItemNeighbours
+
+RRF_K = 60.0
+#: The newest recent items the similar-items source reads.
+SIMILAR_HISTORY = 200
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Most candidates each source may add. The design's 500/300/150/50 made room for the similar-items
+    source (added later): these shares did best on a validation split carved from the training part
+    of ml-latest-small (Recall@100/500/1000 and NDCG@10, see `training/candidate_eval.py`)."""
+
+    collaborative: int = 350
+    similar_items: int = 500
+    content: int = 100
+    popularity: int = 25
+    trending: int = 25
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """How much each source's ranks count in the merged order (reciprocal-rank fusion); chosen with
+    the quotas on the validation split (the two learned sources lead, the others season the list)."""
+
+    collaborative: float = 1.0
+    similar_items: float = 1.5
+    content: float = 0.3
+    popularity: float = 0.15
+    trending: float = 0.15
+
+
+@dataclass(frozen=True)
+class Candidate:
+    item_id: str
+    score: float  # reciprocal-rank fusion over the sources
+    sources: dict[str, float]  # source -> that source's own score
+
+
+@dataclass
+class CandidateTables:
+    """What the sources read, built offline from the lake and the catalog (`build_tables`)."""
+
+    items: pd.DataFrame  # index item_id; columns category, tags (list), is_active
+    index: ItemIndex
+    vectors: dict[str, np.ndarray]  # item_id -> unit vector, for "near the recent items"
+    popular_by_category: dict[str, list[tuple[str, float]]]
+    popular: list[tuple[str, float]]
+    trending: list[tuple[str, float]]
+    by_tag: dict[str, list[str]] = field(default_factory=dict)
+    neighbours: ItemNeighbours | None = None  # item-to-item source; None: that source is empty
+
+
+def build_tables(
+    items: pd.DataFrame, events: pd.DataFrame, index: ItemIndex, vectors: np.ndarray, now: datetime,
+    half_life_days: float = 2.0, per_category: int = 500, neighbours: ItemNeighbours | None = None,
+) -> CandidateTables:
+    """Popularity per category, trending (events of the last 7 days, halved every `half_life_days`)."""
+    catalog = items.set_index("item_id")
+    if "is_active" not in catalog:
+        catalog["is_active"] = True
+    counts = events["item_id"].value_counts()
+    category = catalog["category"].reindex(counts.index)
+    popular_by_category = {
+        str(c): [(i, float(n)) for i, n in counts[category == c].head(per_category).items()]
+        for c in category.dropna().unique()
+    }
+    recent = events[events["event_time"] >= pd.Timestamp(now) - timedelta(days=7)]
+    age_days = (pd.Timestamp(now) - recent["event_time"]).dt.total_seconds() / 86400
+    trend = (0.5 ** (age_days / half_life_days)).groupby(recent["item_id"]).sum().sort_values(ascending=False)
+    by_tag: dict[str, list[str]] = defaultdict(list)
+    for item, tags in catalog["tags"].items():
+        for tag in tags if isinstance(tags, (list, np.ndarray)) else []:
+            by_tag[str(tag)].append(str(item))
+    return CandidateTables(
+        items=catalog, index=index, vectors=dict(zip(index.item_ids, vectors)),
+        popular_by_category=popular_by_category, popular=[(i, float(n)) for i, n in counts.head(2000).items()],
+        trending=[(i, float(s)) for i, s in trend.head(1000).items()], by_tag=dict(by_tag), neighbours=neighbours,
+    )
+
+
+class CandidateGenerator:
+    def __init__(
+        self, tables: CandidateTables, quotas: Quotas = Quotas(), nprobe: int = 16,
+        weights: FusionWeights = FusionWeights(), recency: float = 0.97,
+    ) -> None:
+        """`recency`: in the similar-items source, each older recent item counts this times the next."""
+        self.tables, self.quotas, self.nprobe, self.weights = tables, quotas, nprobe, weights
+        self.recency = recency
+        active = tables.items["is_active"].astype(bool)
+        self.servable = frozenset(str(i) for i in active.index[active.to_numpy()])
+        # Per-item attributes as dicts: a request asks about ~20 recent items, and a pandas lookup on a
+        # million-row catalog costs ~100 ms where a dict costs microseconds.
+        items = tables.items
+        self.category = {str(i): str(c) for i, c in zip(items.index, items["category"]) if isinstance(c, str)}
+        self.tags = {str(i): [str(t) for t in tags] for i, tags in zip(items.index, items["tags"])
+                     if isinstance(tags, (list, np.ndarray)) and len(tags)}
+
+    def generate(
+        self, user_vector: np.ndarray | None, recent_items: Sequence[str], consumed: set[str],
+        onboarding_categories: Sequence[str] = (), k: int | None = None,
+    ) -> list[Candidate]:
+        """Merged candidates for one user, best first; at most `k` (default: the sum of quotas)."""
+        categories = self._categories(recent_items) or list(onboarding_categories)
+        lists = {
+            "collaborative": self.collaborative(user_vector),
+            "similar_items": self.similar_items(recent_items, consumed),
+            "content": self.content(recent_items, categories),
+            "popularity": self.popularity(categories),
+            "trending": self.trending(),
+        }
+        return self.merge(lists, consumed, k)
+
+    # -- sources ------------------------------------------------------------------------------------------
+    def collaborative(self, user_vector: np.ndarray | None) -> list[tuple[str, float]]:
+        if user_vector is None or self.quotas.collaborative == 0:
+            return []
+        return self.tables.index.search(user_vector.reshape(1, -1), self._room(self.quotas.collaborative),
+                                        nprobe=self.nprobe)[0]
+
+    def similar_items(self, recent_items: Sequence[str], consumed: set[str]) -> list[tuple[str, float]]:
+        """Items most often consumed with the user's recent ones (newest weigh most)."""
+        if self.tables.neighbours is None or self.quotas.similar_items == 0:
+            return []
+        # Older items weigh recency**age: past SIMILAR_HISTORY items (0.97**200 < 0.003) they no longer move
+        # the order, but would still cost their neighbours' rows (about 1,000 each) per request.
+        return self.tables.neighbours.similar(recent_items[-SIMILAR_HISTORY:], self._room(self.quotas.similar_items),
+                                              consumed, recency=self.recency)
+
+    def content(self, recent_items: Sequence[str], categories: Sequence[str]) -> list[tuple[str, float]]:
+        """Near the recent items (mean of their vectors), then items sharing their tags and categories."""
+        quota = self.quotas.content
+        if quota == 0:
+            return []
+        found: list[tuple[str, float]] = []
+        known = [self.tables.vectors[i] for i in recent_items[-20:] if i in self.tables.vectors]
+        if known:
+            centre = np.mean(known, axis=0)
+            centre /= max(float(np.linalg.norm(centre)), 1e-12)
+            found += self.tables.index.search(centre.reshape(1, -1).astype(np.float32), self._room(quota),
+                                              nprobe=self.nprobe)[0]
+        tags = self._tags(recent_items)
+        scored: dict[str, float] = defaultdict(float)
+        for rank, tag in enumerate(tags):
+            for item in self.tables.by_tag.get(tag, [])[:quota]:
+                scored[item] += 1.0 / (1 + rank)
+        for rank, category in enumerate(categories[:3]):
+            for item, _ in self.tables.popular_by_category.get(category, [])[:quota]:
+                scored[item] += 0.5 / (1 + rank)
+        found += sorted(scored.items(), key=lambda pair: -pair[1])[: self._room(quota)]
+        return found
+
+    def popularity(self, categories: Sequence[str]) -> list[tuple[str, float]]:
+        quota = self.quotas.popularity
+        if not categories:
+            return self.tables.popular[: self._room(quota)]
+        share = max(1, self._room(quota) // min(3, len(categories)))
+        return [pair for c in categories[:3] for pair in self.tables.popular_by_category.get(c, [])[:share]]
+
+    def trending(self) -> list[tuple[str, float]]:
+        return self.tables.trending[: self._room(self.quotas.trending)]
+
+    # -- merge ----------------------------------------------------------------------------------------------
+    def merge(self, lists: dict[str, list[tuple[str, float]]], consumed: set[str], k: int | None) -> list[Candidate]:
+        """Fuse by weighted reciprocal rank, keeping provenance; each source contributes at most its quota.
+
+        Asked for exactly `k` when overlaps between sources left slots empty, the list is topped up
+        with the sources' tails (past their quotas) in their own fused order, at score 0.
+        """
+        quotas = self.quotas.__dict__
+        fused: dict[str, float] = defaultdict(float)
+        tail: dict[str, float] = defaultdict(float)
+        sources: dict[str, dict[str, float]] = defaultdict(dict)
+        tail_sources: dict[str, dict[str, float]] = defaultdict(dict)
+        for source, ranked in lists.items():
+            taken, weight, listed = 0, getattr(self.weights, source), set()
+            for item, score in ranked:
+                if item in consumed or item in listed or not self._servable(item):
+                    continue
+                listed.add(item)
+                within = taken < quotas[source]
+                (fused if within else tail)[item] += weight / (RRF_K + taken + 1)
+                (sources if within else tail_sources)[item].setdefault(source, float(score))
+                taken += 1
+        limit = k or sum(quotas.values())
+        ordered = sorted(fused, key=lambda i: (-fused[i], i))[:limit]
+        if k is not None and len(ordered) < limit:
+            extra = sorted((i for i in tail if i not in fused), key=lambda i: (-tail[i], i))
+            ordered += extra[: limit - len(ordered)]
+        return [Candidate(i, fused.get(i, 0.0), sources.get(i) or tail_sources[i]) for i in ordered]
+
+    def _servable(self, item: str) -> bool:
+        """In the catalog and active (a set lookup: the merge asks about every proposed item)."""
+        return item in self.servable
+
+    def _room(self, quota: int) -> int:
+        """Ask a source for more than its quota: consumed and unservable items are dropped after."""
+        return quota * 2 + 50
+
+    def _categories(self, recent_items: Sequence[str]) -> list[str]:
+        """The recent items' categories, most frequent first (ties: first seen first)."""
+        counts = Counter(self.category[i] for i in recent_items if i in self.category)
+        return [c for c, _ in counts.most_common()]
+
+    def _tags(self, recent_items: Sequence[str]) -> list[str]:
+        counts: dict[str, int] = defaultdict(int)
+        for item in recent_items[-20:]:
+            for tag in self.tags.get(item, ()):
+                counts[tag] += 1
+        return sorted(counts, key=lambda t: -counts[t])[:5]

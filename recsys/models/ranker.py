@@ -1,0 +1,344 @@
+"""The Wide & Deep ranker: one feature encoder for training and serving, the network, and the scorer.
+
+The encoder turns the `ranker_v1` columns (`view__feature`, the layout of both
+`FastOnlineFeatures.get(...)[0]` and `build_training_set(...).frame`) plus the candidate and
+embedding scores into tensors. Its column list comes from the feature service at training time and
+is saved in the checkpoint with the standardisation statistics and vocabularies, so serving rebuilds
+exactly the training transformation without a second hand-kept list of features.
+
+* numeric features: missing -> typed default, signed log1p, standardised with training mean / std;
+* categorical features: a vocabulary from training (index 0 = unseen), embedded in the deep part;
+* list features from the scores: the candidate and embedding scores, their rank within the list and
+  their gap to the list's best, so the model can learn "how much better than the alternatives";
+* wide part: hashed crosses (category x affinity bucket, device x category, engagement x category, ...).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from recsys.features.service import FeatureSpec
+from recsys.private.bentoml import model_store
+
+SCORE_FEATURES = ("candidate_score", "embedding_score", "candidate_rank", "embedding_rank",
+                  "candidate_gap", "embedding_gap")
+CATEGORY, AFFINITY, DEVICE = "item_features__category", "user_item_features__user_category_affinity", \
+    "request_features__device_type"
+ENGAGEMENT, HOUR, WEEKEND = "user_features__engagement_level", "request_features__hour_of_day", \
+    "request_features__is_weekend"
+ITEM_30D = "item_features__interactions_30d"
+RELATIVE_VIEWS = ("item_features__", "user_item_features__")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column of the feature service: its name, kind (numeric / categorical) and default."""
+
+    ref: str
+    kind: str
+    default: Any
+
+
+def columns_of(specs: Sequence[FeatureSpec]) -> list[Column]:
+    """The encoder's columns from a feature service layout (`service_layout(store, name).specs`)."""
+    out = []
+    for spec in specs:
+        name = spec.value_type.name
+        if name in ("STRING", "BOOL"):
+            out.append(Column(spec.ref, "categorical", str(spec.default)))
+        elif name in ("INT32", "INT64", "FLOAT", "DOUBLE"):
+            out.append(Column(spec.ref, "numeric", float(spec.default)))
+    return out
+
+
+@dataclass
+class Encoded:
+    dense: torch.Tensor  # float32 (rows, dense)
+    categorical: torch.Tensor  # int64 (rows, categorical columns)
+    wide: torch.Tensor  # int64 (rows, crosses): hashed bucket ids
+
+
+@dataclass
+class FeatureEncoder:
+    """Feature dict (or frame) + scores -> tensors; `fit` learns statistics, the rest is pure."""
+
+    columns: list[Column]
+    wide_buckets: int = 4096
+    min_count: int = 5
+    list_relative: bool = True
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def numeric(self) -> list[Column]:
+        return [c for c in self.columns if c.kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[Column]:
+        return [c for c in self.columns if c.kind == "categorical"]
+
+    @property
+    def relative(self) -> list[Column]:
+        """Item-side numeric columns that also enter as their deviation from the list's mean."""
+        return [c for c in self.numeric if c.ref.startswith(RELATIVE_VIEWS)] if self.list_relative else []
+
+    @property
+    def dense_size(self) -> int:
+        return len(self.numeric) + len(SCORE_FEATURES) + len(self.relative)
+
+    def fit(self, features: pd.DataFrame, candidate_scores: np.ndarray, embedding_scores: np.ndarray,
+            groups: np.ndarray) -> FeatureEncoder:
+        raw = self._raw_dense(_as_dict(features), candidate_scores, embedding_scores, groups)
+        self.mean = raw.mean(axis=0).tolist()
+        self.std = np.maximum(raw.std(axis=0), 1e-6).tolist()
+        for column in self.categorical:
+            counts = pd.Series(self._strings(_as_dict(features), column, len(features))).value_counts()
+            self.vocab[column.ref] = sorted(str(v) for v in counts[counts >= self.min_count].index)
+        return self
+
+    def encode(self, features: dict[str, Sequence[Any]] | pd.DataFrame, candidate_scores: np.ndarray,
+               embedding_scores: np.ndarray, groups: np.ndarray | None = None) -> Encoded:
+        """Rows of one candidate list (serving, `groups=None`) or of many (training: a list id per row)."""
+        values = _as_dict(features)
+        n = len(candidate_scores)
+        groups = np.zeros(n, dtype=np.int64) if groups is None else groups
+        raw = self._raw_dense(values, candidate_scores, embedding_scores, groups)
+        dense = (raw - np.asarray(self.mean)) / np.asarray(self.std)
+        categorical = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for j, column in enumerate(self.categorical):
+            index = {v: i + 1 for i, v in enumerate(self.vocab.get(column.ref, []))}
+            categorical[:, j] = [index.get(v, 0) for v in self._strings(values, column, n)]
+        return Encoded(torch.from_numpy(dense.astype(np.float32)), torch.from_numpy(categorical),
+                       torch.from_numpy(self._crosses(values, n)))
+
+    def _raw_dense(self, values: dict[str, Sequence[Any]], candidate_scores: np.ndarray,
+                   embedding_scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        numeric = {c.ref: _signed_log(self._floats(values, c, len(candidate_scores))) for c in self.numeric}
+        lists = _list_features(np.asarray(candidate_scores, dtype=np.float64),
+                               np.asarray(embedding_scores, dtype=np.float64), np.asarray(groups))
+        relative = [_minus_list_mean(numeric[c.ref], np.asarray(groups)) for c in self.relative]
+        columns = [*numeric.values(), *lists, *relative]
+        return np.column_stack(columns) if columns else np.zeros((len(groups), 0))
+
+    @staticmethod
+    def _floats(values: dict[str, Sequence[Any]], column: Column, n: int) -> np.ndarray:
+        raw = values.get(column.ref)
+        if raw is None:
+            return np.full(n, column.default, dtype=np.float64)
+        try:  # numbers and None (-> NaN): the serving case, without pandas
+            array = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = pd.to_numeric(pd.Series(list(raw), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        return np.where(np.isfinite(array), array, column.default)
+
+    @staticmethod
+    def _strings(values: dict[str, Sequence[Any]], column: Column, n: int) -> list[str]:
+        raw = values.get(column.ref)
+        if raw is None:
+            return [str(column.default)] * n
+        return [column.default if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in raw]
+
+    def _crosses(self, values: dict[str, Sequence[Any]], n: int) -> np.ndarray:
+        """Hashed wide crosses; a column the layout lacks reads as its default (or "unknown")."""
+        def text(ref: str) -> list[str]:
+            column = next((c for c in self.columns if c.ref == ref), Column(ref, "categorical", "unknown"))
+            if column.kind == "numeric":
+                return [str(v) for v in self._floats(values, column, n)]
+            return self._strings(values, column, n)
+
+        def bucket(ref: str, edges: Sequence[float]) -> list[str]:
+            column = next((c for c in self.columns if c.ref == ref), Column(ref, "numeric", 0.0))
+            return [str(b) for b in np.digitize(self._floats(values, column, n), edges)]
+
+        category = text(CATEGORY)
+        parts = {
+            "cat": category,
+            "cat_x_aff": [f"{c}|{a}" for c, a in zip(category, bucket(AFFINITY, (1e-9, 0.05, 0.1, 0.2, 0.35)))],
+            "dev_x_cat": [f"{d}|{c}" for d, c in zip(text(DEVICE), category)],
+            "eng_x_cat": [f"{e}|{c}" for e, c in zip(text(ENGAGEMENT), category)],
+            "hour_x_cat": [f"{h}|{c}" for h, c in zip(bucket(HOUR, (6, 12, 18)), category)],
+            "wkd_x_cat": [f"{w}|{c}" for w, c in zip(text(WEEKEND), category)],
+            "pop_x_eng": [f"{p}|{e}" for p, e in zip(bucket(ITEM_30D, (1, 3, 10, 30)), text(ENGAGEMENT))],
+        }
+        out = np.zeros((n, len(parts)), dtype=np.int64)
+        for j, (name, keys) in enumerate(parts.items()):
+            out[:, j] = [zlib.crc32(f"{name}={k}".encode()) % self.wide_buckets for k in keys]
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "columns"},
+                "columns": [asdict(c) for c in self.columns]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FeatureEncoder:
+        return cls(**{**state, "columns": [Column(**c) for c in state["columns"]]})
+
+
+def _as_dict(features: dict[str, Sequence[Any]] | pd.DataFrame) -> dict[str, Sequence[Any]]:
+    if isinstance(features, pd.DataFrame):
+        return {str(c): features[c].tolist() for c in features.columns}
+    return features
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _one_list(groups: np.ndarray) -> bool:
+    """All rows belong to one list (serving): numpy alone, no group-by."""
+    return len(groups) == 0 or bool((groups == groups[0]).all())
+
+
+def _minus_list_mean(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    if _one_list(groups):
+        return x - x.mean() if len(x) else x
+    return x - pd.Series(x).groupby(groups, sort=False).transform("mean").to_numpy()
+
+
+def _descending_rank(x: np.ndarray) -> np.ndarray:
+    """0 = largest; ties in order of appearance (pandas' rank(ascending=False, method="first") - 1)."""
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[np.argsort(-x, kind="stable")] = np.arange(len(x), dtype=np.float64)
+    return ranks
+
+
+def _list_features(candidate: np.ndarray, embedding: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
+    """Scores, rank within the list (0 = best) and gap to the list's best score.
+
+    Neither depends on the list's length, so a longer list at serving time than in training leaves
+    the features of its head unchanged (ranks past the training depth extrapolate).
+    """
+    if _one_list(groups):
+        ranks = [_descending_rank(candidate), _descending_rank(embedding)]
+        gaps = [x - x.max() if len(x) else x for x in (candidate, embedding)]
+        return [np.asarray(x, dtype=np.float64) for x in (candidate, embedding, *ranks, *gaps)]
+    frame = pd.DataFrame({"g": groups, "c": candidate, "e": embedding})
+    by = frame.groupby("g", sort=False)
+    out = [candidate, embedding]
+    for col in ("c", "e"):
+        out.append(by[col].rank(ascending=False, method="first").to_numpy() - 1)
+    for col in ("c", "e"):
+        out.append(frame[col].to_numpy() - by[col].transform("max").to_numpy())
+    return [np.asarray(x, dtype=np.float64) for x in out]
+
+
+@dataclass(frozen=True)
+class WideDeepConfig:
+    dense: int
+    categorical_sizes: tuple[int, ...]  # vocabulary size + 1 per categorical column
+    wide_buckets: int = 4096
+    embedding_dim: int = 16
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+
+    @property
+    def deep_inputs(self) -> int:
+        return self.dense + self.embedding_dim * len(self.categorical_sizes)
+
+
+class WideDeep(nn.Module):
+    """logit = wide (hashed crosses + linear dense) + deep (MLP over dense and embeddings)."""
+
+    def __init__(self, config: WideDeepConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.cross = nn.EmbeddingBag(config.wide_buckets, 1, mode="sum")
+        self.linear = nn.Linear(config.dense, 1)
+        self.embeddings = nn.ModuleList(nn.Embedding(size, config.embedding_dim) for size in config.categorical_sizes)
+        layers: list[nn.Module] = []
+        width = config.deep_inputs
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.deep = nn.Sequential(*layers)
+        nn.init.zeros_(self.cross.weight)
+
+    def forward(self, batch: Encoded) -> torch.Tensor:
+        embedded = [table(batch.categorical[:, j]) for j, table in enumerate(self.embeddings)]
+        deep = self.deep(torch.cat([batch.dense, *embedded], dim=1))
+        wide = self.cross(batch.wide) + self.linear(batch.dense)
+        return (deep + wide).squeeze(1)
+
+
+class Ensemble(nn.Module):
+    """Networks trained from different seeds on the same data; the logit is their mean (less variance)."""
+
+    def __init__(self, config: WideDeepConfig, members: int) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(WideDeep(config) for _ in range(members))
+
+    def forward(self, batch: Encoded) -> torch.Tensor:
+        return torch.stack([member(batch) for member in self.members]).mean(dim=0)
+
+
+@dataclass
+class WideDeepRanker:
+    """The `bento_services.pipeline.contracts.Ranker` implementation: encoder + network, scores are logits."""
+
+    version: str
+    encoder: FeatureEncoder
+    model: Ensemble
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def score(self, features: dict[str, list[object]], candidate_scores: np.ndarray,
+              embedding_scores: np.ndarray) -> np.ndarray:
+        if len(candidate_scores) == 0:
+            return np.zeros(0, dtype=np.float32)
+        self.model.eval()
+        return self.model(self.encoder.encode(features, candidate_scores, embedding_scores)).numpy()
+
+    @torch.no_grad()
+    def score_lists(self, features: pd.DataFrame, candidate_scores: np.ndarray, embedding_scores: np.ndarray,
+                    groups: np.ndarray, batch: int = 65_536) -> np.ndarray:
+        """Scores of many lists at once (offline evaluation); same values as `score` per list."""
+        self.model.eval()
+        encoded = self.encoder.encode(features, candidate_scores, embedding_scores, groups)
+        return torch.cat([self.model(_rows(encoded, slice(s, s + batch)))
+                          for s in range(0, len(groups), batch)]).numpy()
+
+
+def _rows(encoded: Encoded, rows: slice | torch.Tensor) -> Encoded:
+    return Encoded(encoded.dense[rows], encoded.categorical[rows], encoded.wide[rows])
+
+
+# -- checkpoints and the model store ------------------------------------------------------------------------
+MODEL_NAME = "ranker"
+CHECKPOINT = "ranker.pt"
+
+
+def to_checkpoint(ranker: WideDeepRanker) -> dict[str, Any]:
+    """Everything `from_checkpoint` needs to rebuild the ranker: encoder state, network config and weights."""
+    return {"encoder": ranker.encoder.state(), "config": asdict(ranker.model.config),
+            "members": len(ranker.model.members), "state": ranker.model.state_dict()}
+
+
+def ranker_from_path(path: Path, version: str, metadata: dict[str, Any] | None = None) -> WideDeepRanker:
+    """Rebuild a ranker from its checkpoint file (a BentoML model's folder holds one)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    config = checkpoint["config"]
+    config = WideDeepConfig(**{**config, "categorical_sizes": tuple(config["categorical_sizes"]),
+                               "hidden": tuple(config["hidden"])})
+    net = Ensemble(config, checkpoint["members"])
+    net.load_state_dict(checkpoint["state"])
+    net.eval()
+    return WideDeepRanker(version, FeatureEncoder.from_state(checkpoint["encoder"]), net, metadata or {})
+
+
+def load_ranker(tag: str = f"{MODEL_NAME}:latest", home: Path | None = None) -> WideDeepRanker:
+    """The ranker stored under ``tag``, ready to `score` (implements `bento_services.pipeline.contracts.Ranker`)."""
+    model = bentoml.models.get(tag, _model_store=model_store(home))
+    return ranker_from_path(Path(model.path_of(CHECKPOINT)), str(model.tag.version), dict(model.info.metadata))

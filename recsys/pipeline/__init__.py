@@ -1,1 +1,0 @@
-"""The recommendation pipeline, named after its stages: retrieve (candidates), filter, score, order."""

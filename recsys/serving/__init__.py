@@ -1,1 +1,0 @@
-"""The online recommendation pipeline, one module per stage; `bento_services/` only hosts it."""
