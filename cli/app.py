@@ -190,6 +190,8 @@ def evaluate(
     validation: bool = typer.Option(False, help="judge on a split of the training part (for tuning), not the test"),
     with_ranker: bool = typer.Option(True, "--with-ranker/--without-ranker",
                                      help="also list the final lists: merged candidates re-ranked by the ranker"),
+    save_ranker: bool = typer.Option(False, help="save the evaluated ranker to the model store (what "
+                                     "train-ranker does, without training it a second time)"),
 ) -> None:
     """Offline evaluation on a per-user temporal split: our candidates and final lists beside the peers."""
     from embeddings.train import TrainConfig
@@ -205,15 +207,27 @@ def evaluate(
     alone = [SourceAlone(merged, "collaborative", "two-tower ANN"),
              SourceAlone(merged, "similar_items", "similar items")]
     extra: list[Recommender] = [merged, *alone]
+    if save_ranker and (validation or not with_ranker):
+        raise InvalidInputError("--save-ranker saves the ranker measured on the test split: it needs --with-ranker "
+                                "and no --validation")
+    ranked = None
     if with_ranker:
         from recsys.features.store import open_feature_store
         from training.ranker_eval import RankedCandidates, RankerEvalConfig
 
         # After `merged`: it re-ranks the harness's own fitted candidates, trained on the training part only.
-        extra.append(RankedCandidates(items, open_feature_store(settings), RankerEvalConfig(candidate_epochs=epochs),
-                                      progress=lambda message: err.print(f"[ranker] {message}"), reuse=merged))
+        ranked = RankedCandidates(items, open_feature_store(settings), RankerEvalConfig(candidate_epochs=epochs),
+                                  progress=lambda message: err.print(f"[ranker] {message}"), reuse=merged)
+        extra.append(ranked)
     run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation", extra=extra,
                    users_sample=users_sample, validation=validation)
+    if save_ranker and ranked is not None:
+        from training.ranker_eval import publish_ranker
+
+        run = publish_ranker(ranked, settings.lake_path, settings.data_path / "ranker",
+                             progress=lambda message: err.print(f"[ranker] {message}"))
+        out.print(f"saved {run.tag}: hold-out AUC {run.metrics['auc']:.4f}, NDCG@10 {run.metrics['ndcg@10']:.4f} "
+                  f"(candidate order {run.metrics['candidate_ndcg@10']:.4f}); curve -> {run.curve}")
 
 
 @app.command("train-ranker")
@@ -271,9 +285,10 @@ def demo() -> None:
     materialize(as_of)
     training_set(state.settings.data_path / "training" / "ranker_v1.parquet", "ranker_v1", 20_000)
     build_candidates(epochs=12)
-    train_ranker_command(depth=100, candidate_epochs=12, out_dir=None)
+    # One run trains the split's candidate models and the ranker once: the evaluation measures the ranker and
+    # publishes that same model (what `train-ranker` would train again), before precompute serves with it.
+    evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True, save_ranker=True)
     precompute(k=100, active_days=None)
-    evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True)
     _sample_request(state.settings, user)
     _print_online_sample(state.settings, user, as_of)
 

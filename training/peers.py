@@ -14,12 +14,12 @@ All are deterministic: the same training frame gives the same lists.
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import InvalidInputError
-from training.recommender import BLOCK_CELLS, InteractionMatrix, MatrixRecommender, Recommender, top_k
+from recsys.models.neighbours import cosine_blocks, ease_weights
+from training.recommender import InteractionMatrix, MatrixRecommender, Recommender, top_k
 
 __all__ = ["ALS", "EASE", "CatalogTooLargeError", "ItemKNN", "Popularity", "Recommender", "default_peers"]
 
@@ -58,17 +58,9 @@ class ItemKNN(MatrixRecommender):
 
     def _fit(self, data: InteractionMatrix) -> None:
         """Row j of the similarity holds j's N most similar items; built in blocks of item rows."""
-        x = data.binary
-        n_items = x.shape[1]
-        item_users = x.T.tocsr()
-        norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
-        block = max(1, BLOCK_CELLS // max(1, n_items))
+        n_items = data.binary.shape[1]
         indptr, indices, values = [0], [], []
-        for start in range(0, n_items, block):
-            rows = np.arange(start, min(start + block, n_items))
-            sim = (item_users[rows] @ x).toarray().astype(np.float64)
-            sim /= norms[rows, None] * norms[None, :]
-            sim[np.arange(len(rows)), rows] = 0.0
+        for _, sim in cosine_blocks(data.binary):
             for row_sims, cols in zip(sim, top_k(sim, self.neighbours)):
                 cols = cols[row_sims[cols] > 0]
                 indices.append(cols)
@@ -103,12 +95,7 @@ class EASE(MatrixRecommender):
                 f"EASE needs dense {n_items:,} × {n_items:,} matrices (about {gib:.1f} GiB) but max_items is "
                 f"{self.max_items:,}; use ItemKNN or ALS for this catalog, or raise max_items if memory allows"
             )
-        gram = (data.binary.T @ data.binary).toarray().astype(np.float64)
-        gram[np.diag_indices(n_items)] += self.l2
-        p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
-        b = p / -np.diag(p)[None, :]
-        b[np.diag_indices(n_items)] = 0.0
-        self.weights = b
+        self.weights = ease_weights(data.binary, self.l2)
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         assert self.weights is not None

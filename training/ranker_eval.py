@@ -163,17 +163,32 @@ def train_and_save(lake_root: Path, items: pd.DataFrame, store: FeatureStore, ou
     The saved model is the one measured: trained on data before every user's hold-out, so its
     metrics are honest; the data window in its metadata says which events it learned from.
     """
-    table = Lake(lake_root).interactions(columns=["user_id", "item_id", "event_time", "action_type", "value"])
-    train, test = temporal_split(positives(table))
+    train, _ = split_lake(lake_root)
     ranked = RankedCandidates(items, store, config, progress)
     ranked.fit(train)
+    return publish_ranker(ranked, lake_root, out_dir, home, progress)
+
+
+def split_lake(lake_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The harness's per-user temporal split of the lake's positives: (train, test)."""
+    table = Lake(lake_root).interactions(columns=["user_id", "item_id", "event_time", "action_type", "value"])
+    return temporal_split(positives(table))
+
+
+def publish_ranker(ranked: RankedCandidates, lake_root: Path, out_dir: Path, home: Path | None = None,
+                   progress: Callable[[str], None] = print) -> RankerRun:
+    """Measure a ranker fitted on the split's training part on its hold-out, plot its curve, save it to the
+    model store with those metrics. `recsys evaluate --save-ranker` publishes the ranker it evaluated, so
+    a run trains it once."""
+    assert ranked.trained is not None and ranked.data_window is not None, "fit first"
+    _, test = split_lake(lake_root)
     metrics = ranked.holdout_metrics(test)
     progress(f"hold-out: AUC {metrics['auc']:.4f}, NDCG@10 {metrics['ndcg@10']:.4f} re-ranked vs "
              f"{metrics['candidate_ndcg@10']:.4f} in candidate order ({int(metrics['lists'])} users)")
-    assert ranked.trained is not None and ranked.data_window is not None
+    out_dir.mkdir(parents=True, exist_ok=True)
     curve = out_dir / "ranker_curve.png"
     plot_curves(ranked.trained.history, curve)
     start, end = (t.to_pydatetime() for t in ranked.data_window)
-    tag = save_ranker(ranked.trained, config.service, start, end, metrics, home)
+    tag = save_ranker(ranked.trained, ranked.config.service, start, end, metrics, home)
     (out_dir / "ranker_metrics.json").write_text(json.dumps({"tag": tag, **metrics}, indent=2) + "\n")
     return RankerRun(tag, metrics, curve)

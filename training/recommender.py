@@ -25,9 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidInputError
-
-#: Upper bound on the cells of one dense (users × items) score block; bounds peak memory.
-BLOCK_CELLS = 16_000_000
+from recsys.models.neighbours import BLOCK_CELLS  # the bound on one dense block's cells, scoring too
 
 
 @runtime_checkable

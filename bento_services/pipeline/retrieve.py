@@ -19,14 +19,21 @@ import numpy as np
 import pandas as pd
 
 from recsys.backends import open_lake
-from recsys.models.candidates import Candidate, CandidateGenerator, CandidateTables, Quotas, build_tables
+from recsys.models.candidates import (
+    POPULAR_KEPT,
+    Candidate,
+    CandidateGenerator,
+    CandidateTables,
+    Quotas,
+    build_tables,
+    popular_items,
+)
 from recsys.models.item_index import ItemIndex
 from recsys.models.neighbours import load_neighbours
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 FRESH_DAYS = 30
-POPULAR_KEPT = 2_000
 
 
 @dataclass
@@ -65,7 +72,8 @@ def load_serving_tables(settings: Settings, folder: Path | None) -> ServingTable
         items = pd.DataFrame({"item_id": pd.Series(dtype=str), "category": pd.Series(dtype=object),
                               "tags": pd.Series(dtype=object)})
     events = _events(settings)
-    popular = [(str(i), float(n)) for i, n in events["item_id"].value_counts().head(POPULAR_KEPT).items()]
+    counts = events["item_id"].value_counts()
+    popular = popular_items(counts)
     if not popular:  # no events yet: the floor is the catalog itself, so an answer is never empty
         popular = [(str(i), 0.0) for i in items["item_id"].head(POPULAR_KEPT)]
     now = events["event_time"].max() if len(events) else pd.Timestamp.now(tz="UTC")
@@ -76,7 +84,7 @@ def load_serving_tables(settings: Settings, folder: Path | None) -> ServingTable
     try:
         index = ItemIndex.load(folder / "item_index")
         tables = build_tables(items, events, index, _vectors(index), now.to_pydatetime(),
-                              neighbours=load_neighbours(folder))
+                              neighbours=load_neighbours(folder), counts=counts)
     except Exception as exc:  # noqa: BLE001 - a missing or corrupt index is a rung of the ladder, not a crash
         log.warning("candidate index at %s unusable: %r", folder, exc)
         return ServingTables(version, None, folder.name, popular, attributes, f"item index unusable: {exc}")

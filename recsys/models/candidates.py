@@ -80,15 +80,20 @@ class CandidateTables:
     neighbours: ItemNeighbours | None = None  # item-to-item source; None: that source is empty
 
 
+POPULAR_KEPT = 2_000  # the popular list: the popularity source and the floor of the ladder
+
+
 def build_tables(
     items: pd.DataFrame, events: pd.DataFrame, index: ItemIndex, vectors: np.ndarray, now: datetime,
     half_life_days: float = 2.0, per_category: int = 500, neighbours: ItemNeighbours | None = None,
+    counts: pd.Series | None = None,
 ) -> CandidateTables:
-    """Popularity per category, trending (events of the last 7 days, halved every `half_life_days`)."""
+    """Popularity per category, trending (events of the last 7 days, halved every `half_life_days`).
+    `counts`: events per item, most first, when the caller already has them."""
     catalog = items.set_index("item_id")
     if "is_active" not in catalog:
         catalog["is_active"] = True
-    counts = events["item_id"].value_counts()
+    counts = events["item_id"].value_counts() if counts is None else counts
     category = catalog["category"].reindex(counts.index)
     popular_by_category = {
         str(c): [(i, float(n)) for i, n in counts[category == c].head(per_category).items()]
@@ -103,9 +108,14 @@ def build_tables(
             by_tag[str(tag)].append(str(item))
     return CandidateTables(
         items=catalog, index=index, vectors=dict(zip(index.item_ids, vectors)),
-        popular_by_category=popular_by_category, popular=[(i, float(n)) for i, n in counts.head(2000).items()],
+        popular_by_category=popular_by_category, popular=popular_items(counts),
         trending=[(i, float(s)) for i, s in trend.head(1000).items()], by_tag=dict(by_tag), neighbours=neighbours,
     )
+
+
+def popular_items(counts: pd.Series) -> list[tuple[str, float]]:
+    """The POPULAR_KEPT most interacted items with their counts, from events per item (most first)."""
+    return [(str(i), float(n)) for i, n in counts.head(POPULAR_KEPT).items()]
 
 
 class CandidateGenerator:

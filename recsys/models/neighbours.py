@@ -18,7 +18,7 @@ Saved as a self-describing folder: ``neighbours.npz`` (CSR), ``item_ids.json`` a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,28 +141,37 @@ class ItemNeighbours:
         return cls(ids, weights, meta)
 
 
-def _ease(x: sp.csr_matrix, l2: float, neighbours: int) -> sp.csr_matrix:
+def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE's closed form (Steck 2019): B = I - P / diag(P), P = (XᵀX + λI)⁻¹, diag(B) = 0; dense items × items."""
     gram = (x.T @ x).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
     p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
     b = p / -np.diag(p)[None, :]
     b[np.diag_indices_from(b)] = 0.0
-    return _strongest(b, neighbours)
+    return b
 
 
-def _cosine(x: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
+def cosine_blocks(x: sp.csr_matrix) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Item-item cosine similarity of the binary matrix ``x`` (users × items), a dense block of item rows
+    at a time (about BLOCK_CELLS cells), self-similarity zeroed: yields (item rows, block)."""
     n_items = x.shape[1]
     item_users = x.T.tocsr()
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel()).clip(min=1e-12)
     block = max(1, BLOCK_CELLS // max(1, n_items))
-    parts = []
     for start in range(0, n_items, block):
         rows = np.arange(start, min(start + block, n_items))
         sim = (item_users[rows] @ x).toarray().astype(np.float64)
         sim /= norms[rows, None] * norms[None, :]
         sim[np.arange(len(rows)), rows] = 0.0
-        parts.append(_strongest(sim, neighbours))
-    return sp.vstack(parts).tocsr()
+        yield rows, sim
+
+
+def _ease(x: sp.csr_matrix, l2: float, neighbours: int) -> sp.csr_matrix:
+    return _strongest(ease_weights(x, l2), neighbours)
+
+
+def _cosine(x: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
+    return sp.vstack([_strongest(sim, neighbours) for _, sim in cosine_blocks(x)]).tocsr()
 
 
 def _strongest(block: np.ndarray, neighbours: int) -> sp.csr_matrix:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any
 
@@ -13,20 +13,20 @@ from psycopg.types.json import Jsonb
 from recsys.errors import StoreUnavailableError
 from recsys.settings import PostgresSettings
 from recsys.stores.catalog import (
-    ITEM_COLUMNS,
     ITEM_METADATA_COLUMNS,
     ITEM_STATS_FRAME,
     ITEM_UPDATE_COLUMNS,
     USER_COLUMNS,
     USER_UPDATE_COLUMNS,
-    CatalogStore,
-    Recommendation,
     frame_rows,
     on_conflict,
 )
+from recsys.stores.catalog_sql import SqlCatalogStore
 
 
-class PostgresCatalogStore(CatalogStore):
+class PostgresCatalogStore(SqlCatalogStore):
+    placeholder = "%s"
+
     def __init__(self, settings: PostgresSettings) -> None:
         try:
             self._db = psycopg.connect(settings.conninfo(), autocommit=True)
@@ -88,56 +88,8 @@ class PostgresCatalogStore(CatalogStore):
             "FROM item_stats_stage s WHERE i.item_id = s.item_id"
         )
 
-    def item_ids(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT item_id FROM items")}
+    def _transaction(self) -> AbstractContextManager[Any]:
+        return self._db.transaction()
 
-    def get_item(self, item_id: str) -> dict[str, Any] | None:
-        return self._get("items", "item_id", item_id, ITEM_COLUMNS)
-
-    def get_user(self, user_id: str) -> dict[str, Any] | None:
-        return self._get("users", "user_id", user_id, USER_COLUMNS)
-
-    def _get(self, table: str, key: str, value: str, columns: tuple[str, ...]) -> dict[str, Any] | None:
-        row = self._db.execute(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = %s", (value,)
-        ).fetchone()
-        if row is None:
-            return None
-        record = dict(zip(columns, row))
-        if record.get("avg_rating") is not None:
-            record["avg_rating"] = float(record["avg_rating"])
-        return record
-
-    def counts(self) -> dict[str, int]:
-        return {
-            table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-            for table in ("users", "items", "precomputed_recommendations")
-        }
-
-    def put_recommendations(
-        self, user_id: str, kind: str, recommendations: list[Recommendation],
-        computed_at: datetime, expires_at: datetime,
-    ) -> None:
-        with self._db.transaction():
-            self._db.execute(
-                "DELETE FROM precomputed_recommendations WHERE user_id = %s AND recommendation_type = %s",
-                (user_id, kind),
-            )
-            self._db.cursor().executemany(
-                "INSERT INTO precomputed_recommendations VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (user_id, kind, r.item_id, r.rank, r.score, r.explanation_type, computed_at, expires_at)
-                    for r in recommendations
-                ],
-            )
-
-    def get_recommendations(self, user_id: str, kind: str, now: datetime) -> list[Recommendation]:
-        rows = self._db.execute(
-            "SELECT item_id, rank, score, explanation_type FROM precomputed_recommendations "
-            "WHERE user_id = %s AND recommendation_type = %s AND expires_at > %s ORDER BY rank",
-            (user_id, kind, now),
-        ).fetchall()
-        return [Recommendation(*row) for row in rows]
-
-    def close(self) -> None:
-        self._db.close()
+    def _from_db(self, column: str, value: Any) -> Any:
+        return float(value) if column == "avg_rating" and value is not None else value  # NUMERIC comes as Decimal

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -12,17 +14,15 @@ from typing import Any
 import pandas as pd
 
 from recsys.stores.catalog import (
-    ITEM_COLUMNS,
     ITEM_METADATA_COLUMNS,
     ITEM_STATS_FRAME,
     ITEM_UPDATE_COLUMNS,
     USER_COLUMNS,
     USER_UPDATE_COLUMNS,
-    CatalogStore,
-    Recommendation,
     frame_rows,
     on_conflict,
 )
+from recsys.stores.catalog_sql import SqlCatalogStore
 
 _JSON_COLUMNS = {"tags", "content_features", "preferred_categories"}
 _BOOL_COLUMNS = {"is_active", "is_new_item", "is_new_user", "onboarding_completed"}
@@ -59,7 +59,9 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-class SqliteCatalogStore(CatalogStore):
+class SqliteCatalogStore(SqlCatalogStore):
+    placeholder = "?"
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
@@ -75,8 +77,7 @@ class SqliteCatalogStore(CatalogStore):
         users: pd.DataFrame | None = None,
         item_stats: pd.DataFrame | None = None,
     ) -> None:
-        self._db.execute("BEGIN")
-        try:
+        with self._transaction():
             if items is not None:
                 self._upsert("items", "item_id", items, ITEM_METADATA_COLUMNS, ITEM_UPDATE_COLUMNS)
             if users is not None:
@@ -88,10 +89,6 @@ class SqliteCatalogStore(CatalogStore):
                     [(*(_to_db(c, v) for c, v in zip(ITEM_STATS_FRAME[1:], row[1:])), row[0])
                      for row in frame_rows(item_stats, ITEM_STATS_FRAME)],
                 )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def _upsert(
         self, table: str, key: str, frame: pd.DataFrame, columns: tuple[str, ...], updates: tuple[str, ...]
@@ -108,57 +105,18 @@ class SqliteCatalogStore(CatalogStore):
         )
         self._db.executemany(sql, rows)
 
-    def item_ids(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT item_id FROM items")}
-
-    def get_item(self, item_id: str) -> dict[str, Any] | None:
-        return self._get("items", "item_id", item_id, ITEM_COLUMNS)
-
-    def get_user(self, user_id: str) -> dict[str, Any] | None:
-        return self._get("users", "user_id", user_id, USER_COLUMNS)
-
-    def _get(self, table: str, key: str, value: str, columns: tuple[str, ...]) -> dict[str, Any] | None:
-        row = self._db.execute(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?", (value,)
-        ).fetchone()
-        return None if row is None else {c: _from_db(c, v) for c, v in zip(columns, row)}
-
-    def counts(self) -> dict[str, int]:
-        return {
-            table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in ("users", "items", "precomputed_recommendations")
-        }
-
-    def put_recommendations(
-        self, user_id: str, kind: str, recommendations: list[Recommendation],
-        computed_at: datetime, expires_at: datetime,
-    ) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN")
         try:
-            self._db.execute(
-                "DELETE FROM precomputed_recommendations WHERE user_id = ? AND recommendation_type = ?",
-                (user_id, kind),
-            )
-            self._db.executemany(
-                "INSERT INTO precomputed_recommendations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (user_id, kind, r.item_id, r.rank, r.score, r.explanation_type,
-                     _iso(computed_at), _iso(expires_at))
-                    for r in recommendations
-                ],
-            )
+            yield
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
 
-    def get_recommendations(self, user_id: str, kind: str, now: datetime) -> list[Recommendation]:
-        rows = self._db.execute(
-            "SELECT item_id, rank, score, explanation_type FROM precomputed_recommendations "
-            "WHERE user_id = ? AND recommendation_type = ? AND expires_at > ? ORDER BY rank",
-            (user_id, kind, _iso(now)),
-        )
-        return [Recommendation(*row) for row in rows]
+    def _to_db(self, column: str, value: Any) -> Any:
+        return _to_db(column, value)
 
-    def close(self) -> None:
-        self._db.close()
+    def _from_db(self, column: str, value: Any) -> Any:
+        return _from_db(column, value)
