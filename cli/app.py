@@ -24,6 +24,8 @@ class State:
 
 
 state = State()
+AS_OF_HELP = ("request time the lists are computed at: 'data-end' (just after the lake's newest event, for data "
+              "that ended in the past) or an ISO 8601 time; default now")
 
 
 @app.callback()
@@ -288,7 +290,7 @@ def demo() -> None:
     # One run trains the split's candidate models and the ranker once: the evaluation measures the ranker and
     # publishes that same model (what `train-ranker` would train again), before precompute serves with it.
     evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True, save_ranker=True)
-    precompute(k=100, active_days=None)
+    precompute(k=100, active_days=None, as_of="data-end")  # ml-latest-small ends in 2018: serve as of then
     _sample_request(state.settings, user)
     _print_online_sample(state.settings, user, as_of)
 
@@ -363,11 +365,13 @@ def recommend_batch(
     users_file: Path | None = typer.Option(None, "--users", help="user ids: one per line, or a user_id column"),
     all_active: bool = typer.Option(False, "--all-active", help="every user with events in the lake"),
     k: int = typer.Option(50, "--k", min=1, help="recommendations per user"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP),
 ) -> None:
     """Top-K recommendations for many users through the serving pipeline, to CSV or Parquet."""
     from bento_services.pipeline.batch import (
         active_users,
         batch_settings,
+        parse_as_of,
         read_users,
         recommend_batch,
         write_recommendations,
@@ -378,9 +382,10 @@ def recommend_batch(
         raise InvalidInputError("give exactly one of --users FILE or --all-active")
     settings = state.settings
     users = read_users(users_file) if users_file is not None else active_users(settings)
+    moment = parse_as_of(as_of, settings)
     pipeline = build_serving_pipeline(batch_settings(settings))
     try:
-        frame = recommend_batch(pipeline, users, k, show_progress=True)
+        frame = recommend_batch(pipeline, users, k, show_progress=True, as_of=moment)
     finally:
         pipeline.close()
     write_recommendations(frame, out_file)
@@ -392,17 +397,19 @@ def recommend_batch(
 def precompute(
     k: int = typer.Option(100, "--k", min=1, help="list length per user"),
     active_days: int | None = typer.Option(None, help="only users active in the last N days of data"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP),
 ) -> None:
     """Layer 1: each active user's top K into Redis (with its TTL) and the precomputed_recommendations table."""
-    from bento_services.pipeline.batch import active_users, batch_settings
+    from bento_services.pipeline.batch import active_users, batch_settings, parse_as_of
     from bento_services.pipeline.batch import precompute as run_precompute
     from bento_services.pipeline.rankers import build_serving_pipeline
 
     settings = state.settings
     users = active_users(settings, active_days)
+    moment = parse_as_of(as_of, settings)
     pipeline = build_serving_pipeline(batch_settings(settings))
     try:
-        written = run_precompute(pipeline, users, k, show_progress=True)
+        written = run_precompute(pipeline, users, k, show_progress=True, as_of=moment)
     finally:
         pipeline.close()
     out.print(f"precomputed top {k} for {written:,} users (expires in {settings.serving.precomputed_ttl_seconds:,}s)")

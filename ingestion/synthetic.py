@@ -40,6 +40,7 @@ class SyntheticConfig:
     explore_rate: float = 0.15
     mean_session_views: float = 6.0
     users_per_block: int = 20_000
+    start: pd.Timestamp = EPOCH  # the first day of events; items were created in the year before it
 
 
 def generate(config: SyntheticConfig, out_dir: Path, show_progress: bool = True) -> int:
@@ -94,7 +95,7 @@ def _items(config: SyntheticConfig, rng: np.random.Generator) -> _Catalog:
         "category": _ids("c", category),
         "subcategory": [f"c{c}-s{s}" for c, s in zip(category, subcategory)],
         "tags": ["|".join(f"t{t}" for t in sorted(set(row))) for row in tag_ids],
-        "created_at": EPOCH - pd.to_timedelta(rng.integers(0, 365 * 86400, size=n), unit="s"),
+        "created_at": config.start - pd.to_timedelta(rng.integers(0, 365 * 86400, size=n), unit="s"),
     })
     by_category = [np.flatnonzero(category == c) for c in range(config.categories)]
     cumulative = [np.cumsum(popularity[idx]) / popularity[idx].sum() if len(idx) else np.array([1.0])
@@ -144,7 +145,7 @@ def _block_events(
         "event_id": [f"syn{config.seed}-{users[0]}-{k}" for k in range(len(events))],
         "user_id": _ids("u", events["u"].to_numpy()),
         "item_id": _ids("i", events["i"].to_numpy()),
-        "timestamp": EPOCH + pd.to_timedelta(events["t"].to_numpy(), unit="s").round("ms"),
+        "timestamp": config.start + pd.to_timedelta(events["t"].to_numpy(), unit="s").round("ms"),
         "action_type": events["action"].to_numpy(),
         "value": events["value"].to_numpy(),
         "session_id": _ids("s", events["s"].to_numpy()),

@@ -140,6 +140,8 @@ class ServingSettings(_Section):
     embedding_cache_ttl_seconds: int = 3600
     feature_cache_ttl_seconds: int = 900
     nprobe: int = 32
+    min_fresh_share: float = Field(0.5, ge=0.0, le=1.0, description="below this share of fresh stored feature "
+                                   "values (present, within TTL) a request keeps candidate order: stale_features")
     rank_depth: int = Field(100, ge=1, description="candidates the ranker scores (in fusion order); the rest "
                             "follow in fusion order. The ranker is trained on lists this deep")
     deny_list: list[str] = Field(default_factory=list, description="item ids never recommended")

@@ -41,14 +41,15 @@ def batch_settings(settings: Settings) -> Settings:
 
 
 def recommend_batch(pipeline: RecommendationPipeline, users: Iterable[str], k: int,
-                    show_progress: bool = False) -> pd.DataFrame:
-    """One row per (user, rank); users the catalog does not know are left out."""
+                    show_progress: bool = False, as_of: datetime | None = None) -> pd.DataFrame:
+    """One row per (user, rank); users the catalog does not know are left out. `as_of` is the request time
+    every list is computed at (replays and backfills); None is now."""
     wanted = list(dict.fromkeys(str(u) for u in users))
     rows: list[tuple[object, ...]] = []
     with progress("recommending", total=len(wanted), enabled=show_progress) as advance:
         for user_id in wanted:
             try:
-                answer = pipeline.recommend(RecommendationRequest(user_id, n=k), use_precomputed=False)
+                answer = pipeline.recommend(RecommendationRequest(user_id, n=k, at=as_of), use_precomputed=False)
             except UnknownUserError:
                 advance(1)
                 continue
@@ -85,6 +86,24 @@ def read_users(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def parse_as_of(value: str | None, settings: Settings) -> datetime | None:
+    """`--as-of`: None (now), `data-end` (just after the lake's newest event: a replay of data that ended in
+    the past) or an ISO 8601 time (UTC when it names no zone)."""
+    if value is None:
+        return None
+    if value == "data-end":
+        events = open_lake(settings).interactions(columns=["event_time"]).to_pandas()
+        if events.empty:
+            raise InvalidInputError("--as-of data-end: the lake has no interactions")
+        return (events["event_time"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"--as-of {value!r} is neither 'data-end' nor an ISO 8601 time "
+                                "(2018-09-24T12:00:00)") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def active_users(settings: Settings, since_days: int | None = None) -> list[str]:
     """Users with events in the lake (within `since_days` of the newest event, when given)."""
     events = open_lake(settings).interactions(columns=["user_id", "event_time"]).to_pandas()
@@ -94,9 +113,10 @@ def active_users(settings: Settings, since_days: int | None = None) -> list[str]
 
 
 def precompute(pipeline: RecommendationPipeline, users: Sequence[str], k: int, show_progress: bool = False,
-               computed_at: datetime | None = None) -> int:
-    """Compute each user's top `k` and write it to every layer-1 store; returns users written."""
-    frame = recommend_batch(pipeline, users, k, show_progress)
+               computed_at: datetime | None = None, as_of: datetime | None = None) -> int:
+    """Compute each user's top `k` (at request time `as_of`, None is now) and write it to every layer-1
+    store, expiring its TTL after `computed_at`; returns users written."""
+    frame = recommend_batch(pipeline, users, k, show_progress, as_of)
     frame = frame[~frame["degradation"].isin(NOT_COMPUTED)]
     lists = {
         str(user_id): [Recommendation(str(r.item_id), int(r.rank), float(r.score), str(r.explanation))

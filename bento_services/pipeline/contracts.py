@@ -6,6 +6,7 @@ Plain dataclasses: the HTTP layer validates bodies and query strings (pydantic) 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
@@ -15,12 +16,16 @@ import numpy as np
 class Degradation(str, Enum):  # noqa: UP042 - str mixin keeps json/format behaviour of plain str values
     """The rung of the ladder an answer came from; `full` is no degradation.
 
-    `default_features` is still ranked, on typed defaults. `candidate_scores` skips the ranker.
+    `default_features` is still ranked, on typed defaults (the online store did not answer).
+    `stale_features`: the store answered, but most of the request's stored values were missing or past
+    their TTL, inputs the ranker never trained on; the answer keeps candidate order, which is no worse.
+    `candidate_scores` skips the ranker (none loaded, or it failed).
     `precomputed` is the answer when candidate generation (the ANN) failed. `popular` is the floor.
     """
 
     FULL = "full"
     DEFAULT_FEATURES = "default_features"
+    STALE_FEATURES = "stale_features"
     CANDIDATE_SCORES = "candidate_scores"
     PRECOMPUTED = "precomputed"
     POPULAR = "popular"
@@ -38,6 +43,7 @@ class RecommendationRequest:
     user_id: str
     n: int = 50
     context: RequestContext = field(default_factory=RequestContext)
+    at: datetime | None = None  # the request time; None is now. Batch replays and backfills set it (--as-of)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from bento_services.pipeline.caches import CachedOnlineFeatures
 from bento_services.pipeline.contracts import RequestContext
-from recsys.features.service import ServiceLayout, fill_defaults
+from recsys.features.service import ServiceLayout, fill_defaults, fresh_share
 from recsys.features.store import open_feature_store
 from recsys.settings import Settings
 
@@ -36,11 +36,13 @@ class FeatureAssembler:
                                            name="recsys-feature-refresh")
         self._refresher.start()
 
-    def assemble(self, user_id: str, item_ids: list[str], context: RequestContext, now: datetime) -> Features:
-        """Feature columns (`view__feature`, one entry per item), defaults where values are missing."""
+    def assemble(self, user_id: str, item_ids: list[str], context: RequestContext,
+                 now: datetime) -> tuple[Features, float]:
+        """Feature columns (`view__feature`, one entry per item), defaults where values are missing or stale,
+        and the share of stored values that were fresh (`fresh_share`)."""
         request = {"request_time": now, "device": context.device or ""}
         values, status = self.online.get(user_id, item_ids, request)
-        return fill_defaults(values, status, self.layout.specs)
+        return fill_defaults(values, status, self.layout.specs), fresh_share(status, self.layout)
 
     def defaults(self, user_id: str, item_ids: list[str]) -> Features:
         """The same layout with every feature at its typed default."""

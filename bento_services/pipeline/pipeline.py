@@ -193,12 +193,15 @@ class RecommendationPipeline:
         ids = [c.item_id for c in candidates[:depth]]
         head = fused[:depth]
         level = Degradation.FULL
-        now = datetime.now(UTC)
+        now = request.at or datetime.now(UTC)
         try:
-            features = self.runner.run("features", lambda: assembler.assemble(
+            features, fresh = self.runner.run("features", lambda: assembler.assemble(
                 request.user_id, ids, request.context, now), timings)
         except StageFailed:
             features, level = assembler.defaults(request.user_id, ids), Degradation.DEFAULT_FEATURES
+        else:
+            if fresh < self.settings.serving.min_fresh_share:
+                return fused, self.tables.version, Degradation.STALE_FEATURES
         embedding = retriever.embedding_scores(vector, ids)
         try:
             scores = self.runner.run("ranking", lambda: rank_scores(ranker, features, head, embedding), timings)

@@ -110,6 +110,14 @@ def check_entity_rows(layout: ServiceLayout, rows: list[dict[str, Any]]) -> None
             )
 
 
+def fresh_share(status: dict[str, list[str]], layout: ServiceLayout) -> float:
+    """The share of the stored feature values (materialized views; on-demand ones are computed) that are
+    present: neither missing nor past their view's TTL. 1.0 when the service reads no stored view."""
+    stored = {view.name for view, _ in layout.views}
+    states = [s for spec in layout.specs if spec.view in stored for s in status.get(spec.ref, ())]
+    return sum(s == PRESENT for s in states) / len(states) if states else 1.0
+
+
 def fill_defaults(
     values: dict[str, list[Any]], status: dict[str, list[str]], specs: list[FeatureSpec]
 ) -> dict[str, list[Any]]:

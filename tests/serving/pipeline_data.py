@@ -6,8 +6,8 @@ a trained two-tower model, so the fixture takes a second and the right answers a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,12 @@ class World:
     cold_user: str  # in the catalog, no history, preferred categories set
 
 
-def build_world(settings: Settings, tmp_path: Path, users: int = 30, items: int = 80) -> World:
+def build_world(settings: Settings, tmp_path: Path, users: int = 30, items: int = 80,
+                start: pd.Timestamp | None = None, interactions: int = 2_500) -> World:
+    """`start`: the first day of events (default the generator's own, 2026-01-01)."""
     raw = tmp_path / "synthetic"
-    generate(SyntheticConfig(users=users, items=items, interactions=2_500, days=10, categories=4, seed=3), raw,
-             show_progress=False)
+    config = SyntheticConfig(users=users, items=items, interactions=interactions, days=10, categories=4, seed=3)
+    generate(config if start is None else replace(config, start=start), raw, show_progress=False)
     source = GenericSource(raw)
     with open_catalog(settings) as catalog, open_interactions(settings) as interactions:
         catalog.migrate()
@@ -77,28 +79,32 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-def with_features(world: World, tmp_path: Path) -> Settings:
-    """Settings with a fresh copy of feature_repo/ applied (own Feast project), feature tables for the world.
+def with_features(world: World, tmp_path: Path, day: datetime | None = None) -> Settings:
+    """Settings with a fresh copy of feature_repo/ applied (own Feast project), feature tables for every
+    user and item of the world dated `day` (default: a day ago, fresh), materialized into the online store.
 
-    Nothing is materialized: the online store answers "missing" and values take their typed defaults,
-    which is still the full path; tests that need the store to fail make it raise.
+    A `day` older than the views' TTL (T0, in 2024) gives a world whose stored features are all stale.
     """
     import shutil
     import uuid
 
-    from recsys.features.store import apply_repo
+    from ingestion.features.materialize import materialize
+    from recsys.features.store import apply_repo, open_feature_store
     from recsys.settings import ROOT_DIR
-    from tests.features.tables import T0, item_rows, user_rows, write_empty_extras, write_table
+    from tests.features.tables import item_rows, user_rows, write_empty_extras, write_table
 
+    day = day or datetime.now(UTC) - timedelta(days=1)
     repo = tmp_path / "feature_repo"
     shutil.copytree(ROOT_DIR / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     features = world.settings.features.model_copy(update={"repo_path": repo, "project": f"t{uuid.uuid4().hex[:10]}"})
     settings = world.settings.model_copy(update={"features": features})
-    write_table(settings, "user_features", [user_rows(str(u), T0) for u in world.events["user_id"].unique()[:5]])
-    write_table(settings, "item_features", [item_rows(str(i), T0, category=str(c))
+    users = [str(u) for u in world.events["user_id"].unique()]
+    write_table(settings, "user_features", [user_rows(u, day, created_timestamp=day) for u in users])
+    write_table(settings, "item_features", [item_rows(str(i), day, category=str(c), created_timestamp=day)
                                             for i, c in zip(world.items["item_id"], world.items["category"])])
     write_empty_extras(settings)
     apply_repo(settings)
+    materialize(open_feature_store(settings), end=day + timedelta(seconds=1))
     return settings
 
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bento_services.metrics import STAGE_FAILURES
+from bento_services.metrics import DEGRADATIONS, STAGE_FAILURES
 from bento_services.pipeline.batch import precompute
 from bento_services.pipeline.contracts import Degradation, RecommendationRequest, RecommendationResponse
 from bento_services.pipeline.pipeline import RecommendationPipeline, build_pipeline
 from bento_services.pipeline.stages import StageFailed, StageRunner
 from recsys.settings import ExperimentVariant, Settings
 from tests.conftest import make_settings
+from tests.features.tables import T0
 from tests.serving.pipeline_data import FakeRanker, PrivateServer, World, build_world, with_features
 
 #: Everyone in a variant that changes ranking: layer 1 is not their cached answer, only the ANN fallback.
@@ -64,6 +67,23 @@ def test_the_full_path_is_full(featured: Settings, world: World) -> None:
     with_ranker.close()
 
 
+def test_stale_features_keep_candidate_order_and_are_counted(world: World, tmp_path: Path) -> None:
+    """Every stored row is past its TTL (written in 2024, asked now): the ranker would see inputs it never
+    trained on, so the answer keeps candidate order; the same request replayed as of then is ranked."""
+    stale = with_features(world, tmp_path, day=T0)
+    ranker = FakeRanker()
+    ranked, plain = build_pipeline(stale, ranker=ranker), build_pipeline(stale)
+    before = DEGRADATIONS.labels("stale_features")._value.get()
+    answer = ask(ranked, world.warm_user)
+    assert answer.degradation == Degradation.STALE_FEATURES and ranker.calls == 0
+    assert DEGRADATIONS.labels("stale_features")._value.get() == before + 1
+    assert [i.item_id for i in answer.items] == [i.item_id for i in ask(plain, world.warm_user).items]
+    replay = ranked.recommend(RecommendationRequest(world.warm_user, n=10, at=T0 + timedelta(days=1)))
+    assert replay.degradation == Degradation.FULL and ranker.calls == 1
+    ranked.close()
+    plain.close()
+
+
 def test_ranker_raises_gives_candidate_scores(featured: Settings, world: World) -> None:
     before = failures("ranking", "error")
     pipeline = build_pipeline(featured, ranker=FakeRanker(fail="raise"))
@@ -76,11 +96,11 @@ def test_ranker_slower_than_its_timeout_gives_candidate_scores(featured: Setting
     timeouts = {**featured.serving.stage_timeout_ms, "ranking": 50.0}
     settings = featured.model_copy(update={"serving": featured.serving.model_copy(
         update={"stage_timeout_ms": timeouts})})
-    pipeline = build_pipeline(settings, ranker=FakeRanker(delay_seconds=1.0))
+    pipeline = build_pipeline(settings, ranker=FakeRanker(delay_seconds=6.0))
     started = time.perf_counter()
     answer = ask(pipeline, world.warm_user)
     assert answer.degradation == Degradation.CANDIDATE_SCORES
-    assert time.perf_counter() - started < 0.8  # waited for the budget, not for the ranker
+    assert time.perf_counter() - started < 3.0  # waited for the 50 ms budget, not for the 6 s ranker
     pipeline.close()
 
 
@@ -162,12 +182,23 @@ def test_a_stage_whose_threads_are_all_stuck_fails_at_once() -> None:
     started = time.perf_counter()
     with pytest.raises(StageFailed, match="saturated"):
         runner.run("slow", lambda: 1, {})
-    assert time.perf_counter() - started < 0.01
+    assert time.perf_counter() - started < 2.0  # refused at once, not after the stage's 20 s budget
     assert runner.run("other", lambda: 2, {}) == 2  # other stages keep their own threads
     release.set()
-    time.sleep(0.05)
-    assert runner.run("slow", lambda: 3, {}) == 3
+    assert _eventually(lambda: runner.run("slow", lambda: 3, {})) == 3  # its threads come back
     runner.close()
+
+
+def _eventually(attempt: Callable[[], int], seconds: float = 10.0) -> int:
+    """`attempt()` once it stops failing with StageFailed (threads being released), within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return attempt()
+        except StageFailed:
+            if time.monotonic() > deadline:
+                raise
+            threading.Event().wait(0.02)
 
 
 # -- services: a real server stops mid-flight -------------------------------------------------------------
@@ -197,7 +228,7 @@ def test_redis_stopped_in_services(tmp_path: Path, private_database: str) -> Non
         started = time.perf_counter()
         answer = ask(pipeline, users[1])  # user row not cached: the online store is asked and fails
         assert answer.degradation == Degradation.DEFAULT_FEATURES
-        assert time.perf_counter() - started < 1.5  # budgets, not redis-py's retries with backoff
+        assert time.perf_counter() - started < 5.0  # budgets, not redis-py's ~9 s of retries with backoff
         from_table = ask(pipeline, users[2])  # Redis layer down: the table still answers
         assert from_table.cached and from_table.degradation == Degradation.FULL
         pipeline.close()

@@ -297,8 +297,11 @@ def test_a_bug_is_a_json_500(fake_api: FakeApi) -> None:
 
 
 def test_event_payload_is_json_serialisable(fake_api: FakeApi) -> None:
-    fake_api.http.post("/feedback", json={"user_id": "u1", "item_id": "i1", "kind": "rating", "value": 3})
-    json.dumps(fake_api.bus.events[0][2])
+    answer = fake_api.http.post("/feedback", json={"user_id": "u1", "item_id": "i1", "kind": "rating", "value": 3})
+    assert answer.status_code == 202
+    payload = fake_api.bus.events[0][2]
+    assert json.loads(json.dumps(payload)) == payload  # what Kafka carries is what the consumers read
+    assert (payload["user_id"], payload["item_id"], payload["value"]) == ("u1", "i1", 3)
 
 
 def test_many_clients_at_once(fake_api: FakeApi) -> None:

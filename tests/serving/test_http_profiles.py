@@ -86,7 +86,7 @@ def test_unreachable_kafka_is_503_with_retry_after_in_bounded_time(tmp_path: Pat
         elapsed = time.monotonic() - started
         ready = http.get("/readyz")
         healthy = http.get("/healthz")
-    assert answer.status_code == 503 and elapsed < 3.0
+    assert answer.status_code == 503 and elapsed < 10.0  # two 300 ms attempts, not kafka-python's 60 s
     assert int(answer.headers["Retry-After"]) > 0
     assert answer.json()["error"] == "event_bus_unavailable" and "retry" in answer.json()["detail"]
     assert ready.status_code == 503 and ready.json()["checks"]["event_bus"] is False

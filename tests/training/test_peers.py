@@ -55,11 +55,6 @@ def fitted(name: str) -> Recommender:
 USERS = [f"a{u}" for u in range(8)] + [f"b{u}" for u in range(6)]
 
 
-@pytest.mark.parametrize("name", PEERS)
-def test_implements_the_interface(name: str) -> None:
-    assert isinstance(PEERS[name](), Recommender)
-
-
 @pytest.mark.parametrize("name", PERSONALISED)
 def test_top_items_come_from_the_users_own_block(name: str) -> None:
     recommended = fitted(name).recommend(USERS, 2)

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from training.ranker_data import candidate_lists, request_times
-from training.ranker_eval import RankedCandidates, list_metrics
-from training.recommender import Recommender
+from training.ranker_eval import list_metrics
 
 
 class FixedSource:
@@ -42,6 +41,3 @@ def test_list_metrics_compare_ranker_order_with_candidate_order() -> None:
     assert metrics["ndcg@10"] == pytest.approx((1.0 + 1 / ideal_two) / 2)  # the missed item costs u2
     assert metrics["candidate_ndcg@10"] == pytest.approx((1 / np.log2(5) + 1 / np.log2(5) / ideal_two) / 2)
 
-
-def test_ranked_candidates_is_a_recommender() -> None:
-    assert isinstance(RankedCandidates(pd.DataFrame({"item_id": []}), store=None), Recommender)  # type: ignore[arg-type]
