@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ class State:
 
 
 state = State()
+TUNED = Path(__file__).resolve().parent.parent / "training" / "tuned.json"  # the recorded `evaluate --tune`
 AS_OF_HELP = ("request time the lists are computed at: 'data-end' (just after the lake's newest event, for data "
               "that ended in the past) or an ISO 8601 time; default now")
 
@@ -192,41 +194,51 @@ def evaluate(
     validation: bool = typer.Option(False, help="judge on a split of the training part (for tuning), not the test"),
     with_ranker: bool = typer.Option(True, "--with-ranker/--without-ranker",
                                      help="also list the final lists: merged candidates re-ranked by the ranker"),
-    save_ranker: bool = typer.Option(False, help="save the evaluated ranker to the model store (what "
+    save_ranker: bool = typer.Option(False, help="save the evaluated ranker (first seed) to the model store (what "
                                      "train-ranker does, without training it a second time)"),
+    seeds: int = typer.Option(3, min=1, help="runs of the models that have randomness (mean ± std)"),
+    tune: bool = typer.Option(False, help="first search every model's hyper-parameters on the validation split "
+                              "(same budget each) and evaluate at the values chosen"),
+    params: Path = typer.Option(TUNED, help="chosen hyper-parameters (a `--tune` result)"),
 ) -> None:
-    """Offline evaluation on a per-user temporal split: our candidates and final lists beside the peers."""
+    """Offline evaluation on a per-user temporal split: our candidates and final lists beside the tuned peers."""
     from embeddings.train import TrainConfig
-    from training.candidate_eval import MergedCandidates, SourceAlone
+    from training import tuning
     from training.evaluation import run_evaluation
-    from training.recommender import Recommender
+    from training.table import TableModels
 
     settings = state.settings
     items = open_lake(settings).latest_snapshot("items")
     if items is None:
         raise InvalidInputError("no item catalog in the lake; import data first")
-    merged = MergedCandidates(items, TrainConfig(epochs=epochs))
-    alone = [SourceAlone(merged, "collaborative", "two-tower ANN"),
-             SourceAlone(merged, "similar_items", "similar items")]
-    extra: list[Recommender] = [merged, *alone]
     if save_ranker and (validation or not with_ranker):
         raise InvalidInputError("--save-ranker saves the ranker measured on the test split: it needs --with-ranker "
                                 "and no --validation")
-    ranked = None
+    folder = out_dir or settings.data_path / "evaluation"
+    config = TrainConfig(epochs=epochs)
+    if tune:
+        from training.evaluation import split_for
+
+        table = open_lake(settings).interactions(columns=["user_id", "item_id", "event_time", "action_type"])
+        train, held = split_for(table, validation=True)
+        found = tuning.tune(train, held, items, config, users_sample=users_sample,
+                            log=lambda message: err.print(f"[tune] {message}"))
+        tuning.save(found, folder / "tuned.json")
+        out.print(f"tuned on the validation split: {json.dumps(found['chosen'])} -> {folder / 'tuned.json'}")
+        params = folder / "tuned.json"
+    chosen = tuning.load(params)
+    store = None
     if with_ranker:
         from recsys.features.store import open_feature_store
-        from training.ranker_eval import RankedCandidates, RankerEvalConfig
 
-        # After `merged`: it re-ranks the harness's own fitted candidates, trained on the training part only.
-        ranked = RankedCandidates(items, open_feature_store(settings), RankerEvalConfig(candidate_epochs=epochs),
-                                  progress=lambda message: err.print(f"[ranker] {message}"), reuse=merged)
-        extra.append(ranked)
-    run_evaluation(settings.lake_path, out_dir or settings.data_path / "evaluation", extra=extra,
-                   users_sample=users_sample, validation=validation)
-    if save_ranker and ranked is not None:
+        store = open_feature_store(settings)
+    models = TableModels(items, config, chosen, store, progress=lambda message: err.print(f"[ranker] {message}"))
+    run_evaluation(settings.lake_path, folder, models, seeds=range(seeds), users_sample=users_sample,
+                   validation=validation, params=chosen)
+    if save_ranker:
         from training.ranker_eval import publish_ranker
 
-        run = publish_ranker(ranked, settings.lake_path, settings.data_path / "ranker",
+        run = publish_ranker(models.ranked[0], settings.lake_path, settings.data_path / "ranker",
                              progress=lambda message: err.print(f"[ranker] {message}"))
         out.print(f"saved {run.tag}: hold-out AUC {run.metrics['auc']:.4f}, NDCG@10 {run.metrics['ndcg@10']:.4f} "
                   f"(candidate order {run.metrics['candidate_ndcg@10']:.4f}); curve -> {run.curve}")
@@ -289,7 +301,8 @@ def demo() -> None:
     build_candidates(epochs=12)
     # One run trains the split's candidate models and the ranker once: the evaluation measures the ranker and
     # publishes that same model (what `train-ranker` would train again), before precompute serves with it.
-    evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True, save_ranker=True)
+    evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True, save_ranker=True,
+             seeds=1, tune=False, params=TUNED)  # one seed here; the README's table is `evaluate --tune --seeds 3`
     precompute(k=100, active_days=None, as_of="data-end")  # ml-latest-small ends in 2018: serve as of then
     _sample_request(state.settings, user)
     _print_online_sample(state.settings, user, as_of)

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from recsys.errors import InvalidInputError
 from recsys.stores.lake import Lake
-from training.peers import CatalogTooLargeError, default_peers
+from training.peers import CatalogTooLargeError
 from training.recommender import Recommender
 
 POSITIVE_COLUMNS = ["user_id", "item_id", "event_time"]
@@ -169,34 +169,73 @@ def evaluate(recommenders: Sequence[Recommender], train: pd.DataFrame, test: pd.
 
 
 # -- report ----------------------------------------------------------------------------------------
-def run_evaluation(lake_root: Path, out_dir: Path, extra: Sequence[Recommender] = (), seed: int = 0,
-                   users_sample: int | None = None, validation: bool = False) -> pd.DataFrame:
-    """Evaluate the peers (and ``extra``) on the lake; write evaluation.json/.csv/.png to ``out_dir``.
+ModelFactory = Callable[[int], Sequence[Recommender]]
 
-    With ``validation``, the test set is never touched: the training part is split again the same
-    way and models are judged on that validation part (for tuning quotas, weights and the like)."""
+
+def split_for(table: pa.Table | pd.DataFrame, validation: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test split (train, test), or with ``validation`` the same split of the training part (tuning
+    never touches the test)."""
+    train, test = temporal_split(positives(table))
+    return temporal_split(train) if validation else (train, test)
+
+
+def run_evaluation(lake_root: Path, out_dir: Path, models: ModelFactory, seeds: Sequence[int] = (0,),
+                   users_sample: int | None = None, validation: bool = False,
+                   params: Mapping[str, object] | None = None) -> pd.DataFrame:
+    """Evaluate ``models(seed)`` for every seed on the lake; write evaluation.json/.csv/.png to ``out_dir``.
+
+    A model with ``deterministic = True`` gives the same lists whatever the seed and runs for the first
+    seed only. Returns the summary: per recommender, each metric's mean and (``<metric>_std``) its
+    standard deviation over the seeds it ran. With ``validation``, the test set is never touched."""
     table = Lake(lake_root).interactions(columns=["user_id", "item_id", "event_time", "action_type", "value"])
     if table.num_rows == 0:
         raise InvalidInputError(f"the lake at {lake_root} has no interactions; import data first")
-    train, test = temporal_split(positives(table))
-    if validation:
-        train, test = temporal_split(train)
+    train, test = split_for(table, validation)
     which = "validation split of the training part; " if validation else ""
     print(f"{which}positives: {len(train):,} train, {len(test):,} test rows; {train['user_id'].nunique():,} users, "
-          f"{train['item_id'].nunique():,} items in train")
-    results = evaluate([*default_peers(seed), *extra], train, test, users_sample=users_sample, seed=seed)
+          f"{train['item_id'].nunique():,} items in train (the universe every model recommends from)")
+    runs = []
+    for number, seed in enumerate(seeds):
+        chosen = [m for m in models(seed) if number == 0 or not getattr(m, "deterministic", False)]
+        print(f"seed {seed}: {', '.join(m.name for m in chosen)}")
+        runs.append(evaluate(chosen, train, test, users_sample=users_sample, seed=0).assign(seed=seed))
+    raw = pd.concat(runs, ignore_index=True)
+    results = summarize(raw)
     _print_table(results)
     out_dir.mkdir(parents=True, exist_ok=True)
+    raw.to_csv(out_dir / "evaluation_runs.csv", index=False)
     results.to_csv(out_dir / "evaluation.csv", index=False)
-    meta = {"lake": str(lake_root), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "seed": seed,
+    meta = {"lake": str(lake_root), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seeds": list(seeds), "params": dict(params or {}),
             "split": {"kind": "temporal per user", "test_fraction": 0.2, "min_train": 1,
                       "validation": validation},
-            "train_rows": len(train), "test_rows": len(test), "users_sample": users_sample,
-            "results": json.loads(results.to_json(orient="records"))}
+            "universe": "items in the training part", "train_rows": len(train), "test_rows": len(test),
+            "users_sample": users_sample, "results": json.loads(results.to_json(orient="records"))}
     (out_dir / "evaluation.json").write_text(json.dumps(meta, indent=2) + "\n")
     _plot(results, out_dir / "evaluation.png")
-    print(f"wrote {out_dir / 'evaluation.json'}, evaluation.csv and evaluation.png")
+    print(f"wrote {out_dir / 'evaluation.json'}, evaluation.csv, evaluation_runs.csv and evaluation.png")
     return results
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per recommender (in first-seen order): mean of every numeric column over its seeds, ``<col>_std``
+    (population standard deviation, 0 for one run) and ``seeds`` (how many runs)."""
+    metrics = [c for c in runs.columns if c not in ("recommender", "seed", "note")
+               and pd.api.types.is_numeric_dtype(runs[c])]
+    grouped = runs.groupby("recommender", sort=False)
+    summary = grouped[metrics].mean()
+    spread = grouped[metrics].std(ddof=0).fillna(0.0).add_suffix("_std")
+    out = pd.concat([summary, spread], axis=1).assign(seeds=grouped.size()).reset_index()
+    if "note" in runs:
+        out["note"] = grouped["note"].first().to_numpy()
+    return out
+
+
+def beats(results: pd.DataFrame, ours: str, peer: str, metric: str) -> bool:
+    """A claimed win: ours' mean exceeds the peer's by more than twice the larger standard deviation."""
+    mine, theirs = (results.set_index("recommender").loc[name] for name in (ours, peer))
+    margin = 2 * max(float(mine.get(f"{metric}_std", 0.0)), float(theirs.get(f"{metric}_std", 0.0)))
+    return float(mine[metric]) - float(theirs[metric]) > margin
 
 
 def _print_table(results: pd.DataFrame) -> None:
@@ -204,14 +243,23 @@ def _print_table(results: pd.DataFrame) -> None:
     from rich.table import Table
 
     shown = [c for c in [*SUMMARY_COLUMNS, "fit_s", "recommend_s"] if c in results.columns]
-    table = Table(title="offline evaluation (temporal split, last 20% per user)")
+    table = Table(title="offline evaluation (temporal split, last 20% per user; mean ± std over seeds)")
     table.add_column("recommender")
+    table.add_column("seeds", justify="right")
     for column in shown:
         table.add_column(column, justify="right")
     for _, row in results.iterrows():
-        table.add_row(str(row["recommender"]), *("—" if pd.isna(row[c]) else f"{row[c]:.4f}" if "@" in c
-                                                   else f"{row[c]:.1f}" for c in shown))
+        table.add_row(str(row["recommender"]), str(int(row.get("seeds", 1))), *(_cell(row, c) for c in shown))
     Console(width=max(Console().width, 130)).print(table)
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    if pd.isna(row[column]):
+        return "—"
+    if "@" not in column:
+        return f"{row[column]:.1f}"
+    spread = row.get(f"{column}_std", 0.0)
+    return f"{row[column]:.4f}" + (f" ± {spread:.4f}" if spread and not pd.isna(spread) else "")
 
 
 def _plot(results: pd.DataFrame, path: Path) -> None:
@@ -221,7 +269,7 @@ def _plot(results: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ks = sorted(int(c.split("@")[1]) for c in results.columns if c.startswith("recall@"))
+    ks = sorted(int(c.split("@")[1]) for c in results.columns if c.startswith("recall@") and c[7:].isdigit())
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for _, row in results.iterrows():
         if not pd.isna(row.get(f"recall@{ks[0]}")):

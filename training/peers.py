@@ -8,10 +8,14 @@ filtering, cold start and exact top-k of :class:`~training.recommender.MatrixRec
 * :class:`EASE` — Steck (2019), a closed-form linear item-item model; strong on small catalogs.
 * :class:`ALS` — implicit-feedback matrix factorisation (Hu, Koren, Volinsky 2008) via ``implicit``.
 
-All are deterministic: the same training frame gives the same lists.
+Popularity, ItemKNN and EASE are deterministic (the same training frame gives the same lists); ALS
+depends on its seed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +39,7 @@ class Popularity(MatrixRecommender):
     """Every user gets the items most users interacted with, minus those they already have."""
 
     name = "popularity"
+    deterministic = True  # the same lists from the same frame: one run, whatever the seed
 
     def _fit(self, data: InteractionMatrix) -> None:
         # Columns are already in popularity order, so the score is just the negated column index.
@@ -48,6 +53,7 @@ class ItemKNN(MatrixRecommender):
     """Score = sum of cosine similarities between an item and the user's items (top-N neighbours kept)."""
 
     name = "itemknn"
+    deterministic = True  # the same lists from the same frame: one run, whatever the seed
 
     def __init__(self, neighbours: int = 100) -> None:
         super().__init__()
@@ -80,6 +86,7 @@ class EASE(MatrixRecommender):
     """Embarrassingly Shallow Autoencoder: B = I - P / diag(P), P = (XᵀX + λI)⁻¹, diag(B) = 0."""
 
     name = "ease"
+    deterministic = True  # the same lists from the same frame: one run, whatever the seed
 
     def __init__(self, l2: float = 500.0, max_items: int = 20_000) -> None:
         super().__init__()
@@ -146,6 +153,9 @@ class ALS(MatrixRecommender):
                 for i, (row_ids, row_scores) in enumerate(zip(ids, scores))]
 
 
-def default_peers(seed: int = 0) -> list[Recommender]:
-    """The baselines the evaluation runs by default, cheapest first."""
-    return [Popularity(), ItemKNN(), EASE(), ALS(seed=seed)]
+def default_peers(seed: int = 0, params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Recommender]:
+    """The baselines the evaluation runs, cheapest first; ``params`` (by name, from `training.tuning`) set their
+    hyper-parameters, ``seed`` ALS's initialisation."""
+    chosen = params or {}
+    return [Popularity(), ItemKNN(**chosen.get("itemknn", {})), EASE(**chosen.get("ease", {})),
+            ALS(**{**chosen.get("als", {}), "seed": seed})]

@@ -101,8 +101,10 @@ class RankedCandidates:
         reuse = self.reuse
         if reuse is not None and reuse.fitted_on is frame:
             return CandidateSource(reuse, self.items)
-        fitted = (MergedCandidates(self.items, reuse.config, reuse.quotas, reuse.nprobe) if reuse is not None
-                  else MergedCandidates(self.items, TrainConfig(epochs=self.config.candidate_epochs)))
+        if reuse is not None:
+            fitted = MergedCandidates(self.items, reuse.config, reuse.quotas, reuse.nprobe, reuse.weights)
+        else:
+            fitted = MergedCandidates(self.items, TrainConfig(epochs=self.config.candidate_epochs))
         fitted.fit(frame)
         return CandidateSource(fitted, self.items)
 

@@ -1,6 +1,6 @@
 """What the two SQL catalog backends share: the reads and the precomputed lists, in SQL both accept.
 
-A backend gives its connection (DB-API: `execute`, `executemany`), its parameter placeholder, how a
+A backend gives its connection (DB-API: `execute`, `cursor`), its parameter placeholder, how a
 value goes in and comes out (`_to_db`, `_from_db`) and a transaction; the statements are written once.
 """
 
@@ -60,7 +60,7 @@ class SqlCatalogStore(CatalogStore):
                 self._sql("DELETE FROM precomputed_recommendations WHERE user_id = ? AND recommendation_type = ?"),
                 (user_id, kind),
             )
-            self._db.executemany(
+            self._db.cursor().executemany(  # psycopg's connection has no executemany of its own
                 self._sql("INSERT INTO precomputed_recommendations VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                 [(user_id, kind, r.item_id, r.rank, r.score, r.explanation_type, computed, expires)
                  for r in recommendations],

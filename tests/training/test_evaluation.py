@@ -16,15 +16,17 @@ from recsys.errors import InvalidInputError
 from recsys.events import INTERACTION_COLUMNS
 from recsys.stores import Lake
 from training.evaluation import (
+    beats,
     catalog_coverage,
     evaluate,
     ndcg_at_k,
     positives,
     recall_at_k,
     run_evaluation,
+    summarize,
     temporal_split,
 )
-from training.peers import EASE, Popularity
+from training.peers import EASE, Popularity, default_peers
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -147,13 +149,34 @@ def test_run_evaluation_writes_table_json_and_plot(tmp_path: Path) -> None:
     lake.write_interactions(events([(u, i, int((t - T0).total_seconds() // 60), "view")
                                     for u, i, t in frame.itertuples(index=False)]
                                    + [("u0", "i99", 500, "skip")]))
-    results = run_evaluation(tmp_path / "lake", tmp_path / "out", seed=1)
+    results = run_evaluation(tmp_path / "lake", tmp_path / "out", default_peers, seeds=[1, 2, 3])
     assert results["recommender"].tolist() == ["popularity", "itemknn", "ease", "als"]
+    # Deterministic peers run once; ALS once per seed, its spread reported beside its mean.
+    assert results.set_index("recommender")["seeds"].to_dict() == {"popularity": 1, "itemknn": 1, "ease": 1,
+                                                                   "als": 3}
+    assert (results.loc[results["recommender"] != "als", "recall@20_std"] == 0).all()
+    runs = pd.read_csv(tmp_path / "out" / "evaluation_runs.csv")
+    als = runs[runs["recommender"] == "als"]
+    assert sorted(als["seed"]) == [1, 2, 3]
+    assert results.set_index("recommender").loc["als", "recall@20"] == pytest.approx(als["recall@20"].mean())
     saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert [r["recommender"] for r in saved["results"]] == results["recommender"].tolist()
+    assert saved["seeds"] == [1, 2, 3] and saved["universe"] == "items in the training part"
     assert pd.read_csv(tmp_path / "out" / "evaluation.csv").shape[0] == 4
     assert (tmp_path / "out" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert saved["split"]["validation"] is False
+
+
+def test_a_win_must_exceed_twice_the_spread() -> None:
+    table = summarize(pd.DataFrame({
+        "recommender": ["ours", "ours", "ours", "peer"], "seed": [0, 1, 2, 0],
+        "ndcg@10": [0.30, 0.32, 0.34, 0.29],
+    }))
+    std = float(np.std([0.30, 0.32, 0.34]))
+    assert table.set_index("recommender").loc["ours", "ndcg@10_std"] == pytest.approx(std)
+    assert not beats(table, "ours", "peer", "ndcg@10")  # 0.03 ahead, but 2 × 0.0163 = 0.033
+    wider = table.assign(**{"ndcg@10": [0.40, 0.29]})
+    assert beats(wider, "ours", "peer", "ndcg@10") and not beats(wider, "peer", "ours", "ndcg@10")
 
 
 def test_validation_runs_never_see_the_test_part(tmp_path: Path) -> None:
@@ -161,8 +184,8 @@ def test_validation_runs_never_see_the_test_part(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
     lake.write_interactions(events([(u, i, int((t - T0).total_seconds() // 60), "view")
                                     for u, i, t in frame.itertuples(index=False)]))
-    run_evaluation(tmp_path / "lake", tmp_path / "test", seed=1)
-    run_evaluation(tmp_path / "lake", tmp_path / "val", seed=1, validation=True)
+    run_evaluation(tmp_path / "lake", tmp_path / "test", default_peers)
+    run_evaluation(tmp_path / "lake", tmp_path / "val", default_peers, validation=True)
     test = json.loads((tmp_path / "test" / "evaluation.json").read_text())
     val = json.loads((tmp_path / "val" / "evaluation.json").read_text())
     assert val["split"]["validation"]
@@ -171,4 +194,4 @@ def test_validation_runs_never_see_the_test_part(tmp_path: Path) -> None:
 
 def test_run_evaluation_on_an_empty_lake_says_so(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="no interactions"):
-        run_evaluation(tmp_path / "lake", tmp_path / "out")
+        run_evaluation(tmp_path / "lake", tmp_path / "out", default_peers)
