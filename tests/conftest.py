@@ -32,7 +32,7 @@ TEST_KEYSPACE = "recsys_test"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        uses_servers = "servers" in getattr(item, "fixturenames", ())
+        uses_servers = bool({"servers", "kafka_up"} & set(getattr(item, "fixturenames", ())))
         if uses_servers or (callspec is not None and callspec.params.get("profile") == "services"):
             item.add_marker(pytest.mark.services)
     # `slow` tests (a Bento built and served) last: not in the CPU burst of servers that just started.
@@ -44,6 +44,16 @@ def profile(request: pytest.FixtureRequest) -> str:
     if request.param == "services":
         request.getfixturevalue("servers")
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def kafka_up() -> None:
+    """The project's Kafka broker answers; fail loudly otherwise."""
+    from recsys.bus.kafka import KafkaBus
+
+    kafka = Settings.load().kafka
+    if not KafkaBus(kafka).ready():
+        pytest.fail(f"Kafka is not running at {kafka.bootstrap_servers}; start the servers with `make services-up`")
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from bench.loadgen import served
 from bento_services.models import CANDIDATES_MODEL, save_candidates
 from bento_services.requirements import closure
 from recsys.settings import ROOT_DIR
+from tests.bento_services.pipeline_data import VERSION, build_world
 from tests.conftest import make_settings
-from tests.serving.pipeline_data import VERSION, build_world
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 

@@ -30,8 +30,8 @@ from recsys.backends import open_bus, open_lake
 from recsys.features.store import apply_repo, open_feature_store
 from recsys.models.ranker import WideDeepRanker, load_ranker
 from recsys.settings import ROOT_DIR, Settings
+from tests.bento_services.pipeline_data import World, build_world
 from tests.conftest import make_settings
-from tests.serving.pipeline_data import World, build_world
 from training.ranker_eval import RankedCandidates, RankerEvalConfig, RankerRun, split_lake, train_and_save
 from training.ranker_train import RankerTrainConfig
 

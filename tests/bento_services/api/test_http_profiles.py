@@ -16,7 +16,7 @@ import pytest
 from bento_services.api.http import create_app
 from recsys.backends import open_bus, open_interactions
 from recsys.settings import Settings
-from tests.serving.conftest import FakeService, api_settings, client, closed_port, read_topic, served, with_topic
+from tests.bento_services.conftest import FakeService, api_settings, client, closed_port, read_topic, served, with_topic
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 
 from bento_services.api.schemas import RecommendationsOut
 from recsys.settings import Settings
-from tests.serving.conftest import FakeApi, FakeService, RecordingBus, api_settings, client, served
+from tests.bento_services.conftest import FakeApi, FakeService, RecordingBus, api_settings, client, served
 
 GOOD_EVENT = {"user_id": "u1", "item_id": "i7", "action_type": "click"}
 

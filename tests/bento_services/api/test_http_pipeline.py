@@ -1,6 +1,6 @@
 """The API end to end as hosts build it (`app_from_settings`: real pipeline, profile's bus, catalog users).
 
-A small synthetic world (tests/serving/pipeline_data.py) in the profile's stores and a candidate
+A small synthetic world (tests/bento_services/pipeline_data.py) in the profile's stores and a candidate
 artifact; no ranker, so full answers come from candidate scores.
 """
 
@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from bento_services.api.http import app_from_settings
+from tests.bento_services.conftest import api_settings, client, read_topic, served, with_topic
+from tests.bento_services.pipeline_data import World, build_world
 from tests.conftest import make_settings
-from tests.serving.conftest import api_settings, client, read_topic, served, with_topic
-from tests.serving.pipeline_data import World, build_world
 
 REDIS_DB = 12  # the API tests' own Redis database on the shared server
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.serving.conftest import closed_port
+from tests.bento_services.conftest import closed_port
 
 
 def test_recsys_serve_answers_and_stops(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from recsys.bus.in_process import InProcessBus
 from recsys.bus.kafka import KafkaBus
 from recsys.errors import EventBusUnavailableError
 from recsys.settings import KafkaSettings, Settings
-from tests.serving.conftest import closed_port, read_topic, with_topic
+from tests.bento_services.conftest import closed_port, read_topic, with_topic
 
 
 def event(user: str = "u1", item: str = "i1", **extra: Any) -> dict[str, Any]:

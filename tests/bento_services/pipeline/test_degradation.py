@@ -23,9 +23,9 @@ from bento_services.pipeline.contracts import Degradation, RecommendationRequest
 from bento_services.pipeline.pipeline import RecommendationPipeline, build_pipeline
 from bento_services.pipeline.stages import StageFailed, StageRunner
 from recsys.settings import ExperimentVariant, Settings
+from tests.bento_services.pipeline_data import FakeRanker, PrivateServer, World, build_world, with_features
 from tests.conftest import make_settings
 from tests.features.tables import T0
-from tests.serving.pipeline_data import FakeRanker, PrivateServer, World, build_world, with_features
 
 #: Everyone in a variant that changes ranking: layer 1 is not their cached answer, only the ANN fallback.
 EVERYONE_DIVERSE = [ExperimentVariant(name="exp_diverse", buckets=(0, 100), diversity_boost=0.2)]

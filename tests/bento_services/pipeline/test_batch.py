@@ -24,8 +24,8 @@ from cli.app import app
 from recsys.backends import open_catalog
 from recsys.errors import InvalidInputError
 from recsys.stores.precomputed import KIND
+from tests.bento_services.pipeline_data import World, build_world
 from tests.conftest import make_settings
-from tests.serving.pipeline_data import World, build_world
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from bento_services.pipeline.pipeline import build_pipeline
 from recsys.errors import UnknownUserError
 from recsys.models.candidates import CandidateGenerator
 from recsys.settings import ExperimentVariant
+from tests.bento_services.pipeline_data import FakeRanker, World, build_world, with_features
 from tests.conftest import make_settings
-from tests.serving.pipeline_data import FakeRanker, World, build_world, with_features
 
 SOURCES = {"collaborative": "similar_users", "content": "similar_items", "popularity": "popular_in_category",
            "trending": "trending"}

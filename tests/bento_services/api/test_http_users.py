@@ -14,7 +14,7 @@ from recsys.backends import open_catalog
 from recsys.errors import UnknownUserError
 from recsys.settings import Settings
 from recsys.stores import CatalogStore
-from tests.serving.conftest import closed_port
+from tests.bento_services.conftest import closed_port
 
 
 def test_catalog_users_know_registered_ids_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
