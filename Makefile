@@ -51,8 +51,8 @@ test-local: install
 
 # Style and types, the layers (import-linter: imports run downwards only) and declared vs imported (deptry).
 lint: install
-	$(BIN)/ruff check recsys ingestion training embeddings bento_services cli tests bench
-	$(BIN)/mypy recsys ingestion training embeddings bento_services cli
+	$(BIN)/ruff check recsys ingestion training embeddings bento_services monitoring cli tests bench
+	$(BIN)/mypy recsys ingestion training embeddings bento_services monitoring cli
 	$(BIN)/lint-imports
 	$(BIN)/deptry .
 

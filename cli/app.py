@@ -200,11 +200,13 @@ def evaluate(
     tune: bool = typer.Option(False, help="first search every model's hyper-parameters on the validation split "
                               "(same budget each) and evaluate at the values chosen"),
     params: Path = typer.Option(TUNED, help="chosen hyper-parameters (a `--tune` result)"),
+    served: bool = typer.Option(True, help="also replay the split through the serving pipeline itself (a world "
+                                "of the training part is built: Spark features, candidates; needs --with-ranker)"),
 ) -> None:
     """Offline evaluation on a per-user temporal split: our candidates and final lists beside the tuned peers."""
     from embeddings.train import TrainConfig
     from training import tuning
-    from training.evaluation import run_evaluation
+    from training.evaluation import ModelFactory, run_evaluation
     from training.table import TableModels
 
     settings = state.settings
@@ -233,7 +235,13 @@ def evaluate(
 
         store = open_feature_store(settings)
     models = TableModels(items, config, chosen, store, progress=lambda message: err.print(f"[ranker] {message}"))
-    run_evaluation(settings.lake_path, folder, models, seeds=range(seeds), users_sample=users_sample,
+    factory: ModelFactory = models
+    if served and with_ranker:
+        from monitoring.served import with_served
+
+        factory = with_served(models, settings, folder / "worlds", config,
+                              progress=lambda message: err.print(f"[served] {message}"))
+    run_evaluation(settings.lake_path, folder, factory, seeds=range(seeds), users_sample=users_sample,
                    validation=validation, params=chosen)
     if save_ranker:
         from training.ranker_eval import publish_ranker
@@ -302,7 +310,7 @@ def demo() -> None:
     # One run trains the split's candidate models and the ranker once: the evaluation measures the ranker and
     # publishes that same model (what `train-ranker` would train again), before precompute serves with it.
     evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True, save_ranker=True,
-             seeds=1, tune=False, params=TUNED)  # one seed here; the README's table is `evaluate --tune --seeds 3`
+             seeds=1, tune=False, params=TUNED, served=True)  # one seed; the README's: `evaluate --tune --seeds 3`
     precompute(k=100, active_days=None, as_of="data-end")  # ml-latest-small ends in 2018: serve as of then
     _sample_request(state.settings, user)
     _print_online_sample(state.settings, user, as_of)
