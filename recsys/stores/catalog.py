@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.stores.base import Store
@@ -99,10 +100,20 @@ def on_conflict(table: str, key: str, updates: tuple[str, ...]) -> str:
 
 
 def frame_rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    """Rows of a catalog frame as tuples of Python values (NaN and NaT become None)."""
+    """Rows of a catalog frame as tuples of Python values (NaN and NaT become None, arrays lists)."""
     present = frame.reindex(columns=list(columns))
     clean = present.astype(object).where(present.notna(), None)
     rows = []
     for row in clean.itertuples(index=False, name=None):
-        rows.append(tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v for v in row))
+        rows.append(tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v.tolist()
+                          if isinstance(v, np.ndarray) else v for v in row))
     return rows
+
+
+def json_plain(value: Any) -> Any:
+    """`json.dumps` default for the numpy values a Parquet round trip leaves in lists and dicts."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store a {type(value).__name__} as JSON")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any
@@ -19,9 +20,14 @@ from recsys.stores.catalog import (
     USER_COLUMNS,
     USER_UPDATE_COLUMNS,
     frame_rows,
+    json_plain,
     on_conflict,
 )
 from recsys.stores.catalog_sql import SqlCatalogStore
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=json_plain)
 
 
 class PostgresCatalogStore(SqlCatalogStore):
@@ -68,7 +74,7 @@ class PostgresCatalogStore(SqlCatalogStore):
         )
         with self._db.cursor().copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
             for row in frame_rows(frame, columns):
-                copy.write_row([Jsonb(v) if isinstance(v, dict) else v for v in row])
+                copy.write_row([Jsonb(v, dumps=_dumps) if isinstance(v, dict) else v for v in row])
         self._db.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
             + on_conflict(table, key, updates)

@@ -20,6 +20,7 @@ from recsys.stores.catalog import (
     USER_COLUMNS,
     USER_UPDATE_COLUMNS,
     frame_rows,
+    json_plain,
     on_conflict,
 )
 from recsys.stores.catalog_sql import SqlCatalogStore
@@ -33,7 +34,7 @@ def _to_db(column: str, value: Any) -> Any:
     if value is None:
         return None
     if column in _JSON_COLUMNS:
-        return json.dumps(list(value) if not isinstance(value, dict) else value, sort_keys=True)
+        return json.dumps(list(value) if not isinstance(value, dict) else value, sort_keys=True, default=json_plain)
     if column in _TIME_COLUMNS:
         return _iso(value)
     if column in _BOOL_COLUMNS:

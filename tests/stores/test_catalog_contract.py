@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -45,6 +46,15 @@ def test_items_round_trip_with_their_types(catalog: CatalogStore) -> None:
     assert item["is_active"] is True and item["interaction_count"] == 0
     assert catalog.get_item("nope") is None
     assert catalog.item_ids() == {"m1", "m2"}
+
+
+def test_items_read_back_from_parquet_store_as_plain_json(catalog: CatalogStore, tmp_path: Path) -> None:
+    """A lake snapshot read back holds numpy arrays and scalars inside lists and dicts; they store as JSON."""
+    items_frame().to_parquet(tmp_path / "items.parquet")
+    catalog.write(items=pd.read_parquet(tmp_path / "items.parquet"))
+    item = catalog.get_item("m1")
+    assert item is not None and item["content_features"] == {"year": 1995, "genres": ["Animation"]}
+    assert item["tags"] == ["Animation", "Children"]
 
 
 def test_upsert_by_id_keeps_one_row_and_keeps_unspecified_values(catalog: CatalogStore) -> None:
