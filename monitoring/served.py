@@ -5,10 +5,11 @@
 `precompute` and the API run (post-processing and the degradation ladder included), at the moment of
 the split. `fit(train)` builds a world of its own in a work folder that holds only the training part:
 each user's raw events before their split time imported into a lake, catalog and interaction store;
-the Spark feature job over that lake, `feast apply` and materialization up to its end, so each user's
-online row is their state at their split; the candidate artifact (two-tower, FAISS index, neighbours,
-user vectors) built from it. `recommend` asks the pipeline for each user at their own request time
-(one second after their last training event), with the ranker the table's ranked row trained.
+the Spark feature job over that lake, `feast apply` and materialization of every entity's newest row up
+to its end, so each user's online row is their state at their split; the candidate artifact (two-tower,
+FAISS index, neighbours, user vectors) built from it. `recommend` asks the pipeline for each user at
+their own request time (one second after their last training event), with the ranker the table's ranked
+row trained.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -102,7 +103,9 @@ class ServedPipeline:
         run_feature_job(FeatureJobConfig(lake=world.lake_path, output=world.feature_data_path),
                         progress=lambda m: self.progress(f"served world: {m}"))
         apply_repo(world)
-        materialize(open_feature_store(world), end=end)
+        # Every entity's newest row, however old: users are asked at their own split times, years apart, and
+        # the read path judges each row's age against the request time (as training's point-in-time join does).
+        materialize(open_feature_store(world), end=end, start=datetime(1970, 1, 1, tzinfo=UTC))
         build_candidate_artifacts(world, replace(self.config, until=None),
                                   progress=lambda m: self.progress(f"served world: {m}"))
         ranker = self.ranked.ranker if self.ranked is not None and self.ranked.trained is not None else None
@@ -133,6 +136,7 @@ class ServedPipeline:
             out[user] = [item.item_id for item in answer.items]
             level = answer.degradation.value
             self.degradations[level] = self.degradations.get(level, 0) + 1
+        self.progress(f"served answers by rung: {self.degradations}")
         return out
 
     def close(self) -> None:

@@ -41,20 +41,22 @@ class MaterializeReport:
 
 def materialize(
     store: FeatureStore, end: datetime | None = None, views: list[str] | None = None,
-    progress: Callable[[str], None] = lambda message: None,
+    progress: Callable[[str], None] = lambda message: None, start: datetime | None = None,
 ) -> list[MaterializeReport]:
-    """Write each online view's latest rows in (last end, end] to the online store."""
+    """Write each online view's latest rows in (last end, end] to the online store; with ``start``, in
+    (start, end] (a backfill: every entity's newest row since then, however old; the online read path
+    still reports rows past their TTL as stale at request time)."""
     end = end or datetime.now(UTC)
     reports = []
     for view in store.list_feature_views():
         if not view.online or (views is not None and view.name not in views):
             continue
         started = time.perf_counter()
-        start = _start(view, end)
-        table = latest_rows(store, view, start, end)
+        since = start or _start(view, end)
+        table = latest_rows(store, view, since, end)
         write_rows(store, view, table)
-        store.registry.apply_materialization(view, store.project, start, end)
-        report = MaterializeReport(view.name, table.num_rows, time.perf_counter() - started, start, end)
+        store.registry.apply_materialization(view, store.project, since, end)
+        report = MaterializeReport(view.name, table.num_rows, time.perf_counter() - started, since, end)
         progress(f"{view.name}: {report.rows:,} rows in {report.seconds:.2f}s")
         reports.append(report)
     return reports

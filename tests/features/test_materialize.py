@@ -55,6 +55,17 @@ def test_incremental_runs_pick_up_only_new_rows(applied: Settings) -> None:
     assert values["interactions_total"] == [12, 99]
 
 
+def test_a_backfill_from_a_start_takes_rows_older_than_the_ttl(applied: Settings) -> None:
+    end = T0 + timedelta(days=800)  # every row is more than the views' 365-day TTL before the end
+    assert {r.view: r.rows for r in materialize(open_feature_store(applied), end=end)}["user_features"] == 0
+    backfill = {r.view: r for r in materialize(open_feature_store(applied), end=end, start=T0 - timedelta(days=1))}
+    assert backfill["user_features"].rows == 2 and backfill["user_features"].start == T0 - timedelta(days=1)
+    store = open_feature_store(applied)
+    values = store.get_online_features(features=["user_features:interactions_total"],
+                                       entity_rows=[{"user_id": "u1"}]).to_dict()
+    assert values["interactions_total"] == [12]
+
+
 def test_latest_rows_breaks_ties_by_created_timestamp(applied: Settings) -> None:
     later = user_rows("u3", T0, interactions_total=7)
     later["created_timestamp"] = later["created_timestamp"] + timedelta(days=1)  # type: ignore[operator]
