@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from recsys.backends import open_catalog, open_interactions
-from recsys.settings import Settings
+from recsys.settings import ROOT_DIR, Settings
 from recsys.stores import CatalogStore, InteractionStore, Lake
 from recsys.stores.interactions_cassandra import cluster as cassandra_cluster
 
@@ -74,6 +74,17 @@ def servers() -> None:
         pytest.fail(f"Cassandra is not running ({exc}); start the servers with `make services-up`")
     finally:
         cluster.shutdown()
+
+
+def own_feature_repo(settings: Settings, folder: Path) -> Settings:
+    """The settings with a fresh copy of feature_repo/ in `folder` and a Feast project of its own."""
+    import shutil
+    import uuid
+
+    repo = folder / "feature_repo"
+    shutil.copytree(ROOT_DIR / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    features = settings.features.model_copy(update={"repo_path": repo, "project": f"t{uuid.uuid4().hex[:10]}"})
+    return settings.model_copy(update={"features": features})
 
 
 def make_settings(profile: str, tmp_path: Path) -> Settings:

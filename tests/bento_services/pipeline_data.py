@@ -85,19 +85,14 @@ def with_features(world: World, tmp_path: Path, day: datetime | None = None) -> 
 
     A `day` older than the views' TTL (T0, in 2024) gives a world whose stored features are all stale.
     """
-    import shutil
-    import uuid
 
     from ingestion.features.materialize import materialize
     from recsys.features.store import apply_repo, open_feature_store
-    from recsys.settings import ROOT_DIR
+    from tests.conftest import own_feature_repo
     from tests.features.tables import item_rows, user_rows, write_empty_extras, write_table
 
     day = day or datetime.now(UTC) - timedelta(days=1)
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(ROOT_DIR / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    features = world.settings.features.model_copy(update={"repo_path": repo, "project": f"t{uuid.uuid4().hex[:10]}"})
-    settings = world.settings.model_copy(update={"features": features})
+    settings = own_feature_repo(world.settings, tmp_path)
     users = [str(u) for u in world.events["user_id"].unique()]
     write_table(settings, "user_features", [user_rows(u, day, created_timestamp=day) for u in users])
     write_table(settings, "item_features", [item_rows(str(i), day, category=str(c), created_timestamp=day)

@@ -3,8 +3,6 @@ that went through post-processing, asked at each user's own split time."""
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,18 +11,13 @@ import pandas as pd
 from embeddings.train import TrainConfig
 from monitoring.served import ServedPipeline
 from recsys.backends import open_lake
-from recsys.settings import ROOT_DIR
 from tests.bento_services.pipeline_data import build_world
-from tests.conftest import make_settings
+from tests.conftest import make_settings, own_feature_repo
 from training.evaluation import positives, temporal_split
 
 
 def test_served_lists_come_from_the_pipeline_at_the_split(tmp_path: Path) -> None:
-    base = make_settings("local", tmp_path / "base")
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(ROOT_DIR / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    base = base.model_copy(update={"features": base.features.model_copy(
-        update={"repo_path": repo, "project": f"t{uuid.uuid4().hex[:10]}"})})
+    base = own_feature_repo(make_settings("local", tmp_path / "base"), tmp_path)
     start = pd.Timestamp(datetime.now(UTC) - timedelta(days=11)).floor("D")
     world = build_world(base, tmp_path, users=40, items=90, start=start, interactions=4_000)
     train, test = temporal_split(positives(open_lake(base).interactions()))

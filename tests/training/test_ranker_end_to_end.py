@@ -29,9 +29,9 @@ from ingestion.features.materialize import materialize
 from recsys.backends import open_bus, open_lake
 from recsys.features.store import apply_repo, open_feature_store
 from recsys.models.ranker import WideDeepRanker, load_ranker
-from recsys.settings import ROOT_DIR, Settings
+from recsys.settings import Settings
 from tests.bento_services.pipeline_data import World, build_world
-from tests.conftest import make_settings
+from tests.conftest import make_settings, own_feature_repo
 from training.ranker_eval import RankedCandidates, RankerEvalConfig, RankerRun, split_lake, train_and_save
 from training.ranker_train import RankerTrainConfig
 
@@ -49,15 +49,8 @@ class RankerWorld:
 
 @pytest.fixture(scope="module")
 def ranked_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RankerWorld]:
-    import shutil
-    import uuid
-
     tmp = tmp_path_factory.mktemp("ranker-world")
-    base = make_settings("local", tmp)
-    repo = tmp / "feature_repo"
-    shutil.copytree(ROOT_DIR / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    settings = base.model_copy(update={"features": base.features.model_copy(
-        update={"repo_path": repo, "project": f"t{uuid.uuid4().hex[:10]}"})})
+    settings = own_feature_repo(make_settings("local", tmp), tmp)
     start = pd.Timestamp(datetime.now(UTC) - timedelta(days=11)).floor("D")
     world = build_world(settings, tmp, users=60, items=120, start=start, interactions=6_000)
     run_feature_job(FeatureJobConfig(lake=settings.lake_path, output=settings.feature_data_path),
