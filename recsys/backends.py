@@ -7,8 +7,9 @@ configuration. Everything else takes the interface and never asks which profile 
 | `InteractionStore` | `interactions_sqlite` | `interactions_cassandra` |
 | `UserVectorStore` | `vectors_sqlite` | `vectors_redis` |
 | `ExclusionStore` | `exclusions_sqlite` | `exclusions_redis` |
+| `ActivityStore` (sessions, real-time features) | `activity_sqlite` | `activity_redis` |
 | `PrecomputedStore` layers | `precomputed_catalog` | `precomputed_redis`, then `precomputed_catalog` |
-| `EventBus` | `in_process` (store writer subscribed) | `kafka` |
+| `EventBus` | `in_process` (the consumers subscribed) | `kafka` (the consumers: `recsys consume`) |
 | Feast `feature_store.yaml` | `feature_repo/feature_store.yaml` | `infra/feast/feature_store.yaml` + addresses |
 """
 
@@ -20,12 +21,14 @@ from pathlib import Path
 from recsys.bus import EventBus, Outcome
 from recsys.bus.base import ignore_outcome
 from recsys.settings import Settings
+from recsys.stores.activity import ActivityStore
 from recsys.stores.catalog import CatalogStore
 from recsys.stores.exclusions import ExclusionStore
 from recsys.stores.interactions import InteractionStore
 from recsys.stores.lake import Lake
 from recsys.stores.precomputed import PrecomputedStore
 from recsys.stores.vectors import UserVectorStore
+from recsys.streaming.consumers import Consumer
 
 
 def _services(settings: Settings) -> bool:
@@ -72,6 +75,33 @@ def open_exclusions(settings: Settings) -> ExclusionStore:
     return SqliteExclusionStore(settings.embedded_path / "serving.sqlite")
 
 
+def open_activity(settings: Settings, prefix: str) -> ActivityStore:
+    """A consumer's per-user activity log: `session` (the session aggregator) or `recent` (the feature updater)."""
+    if _services(settings):
+        from recsys.stores.activity_redis import RedisActivityStore
+
+        return RedisActivityStore(settings.redis, prefix)
+    from recsys.stores.activity_sqlite import SqliteActivityStore
+
+    return SqliteActivityStore(settings.embedded_path / "activity.sqlite", prefix)
+
+
+#: Every consumer of `interaction-events`, by the name `recsys consume` takes (its group is prefix + name).
+CONSUMERS = ("store-writer", "lake-writer", "sessions")
+
+
+def open_consumer(settings: Settings, name: str) -> Consumer:
+    from recsys.streaming.consumers import LakeWriter, SessionAggregator, StoreWriter
+
+    if name == "store-writer":
+        return StoreWriter(lambda: open_interactions(settings))
+    if name == "lake-writer":
+        return LakeWriter(open_lake(settings))
+    if name == "sessions":
+        return SessionAggregator(lambda: open_activity(settings, "session"))
+    raise ValueError(f"unknown consumer {name!r}; expected one of {', '.join(CONSUMERS)}")
+
+
 def open_precomputed(settings: Settings, catalog: Callable[[], CatalogStore]) -> list[PrecomputedStore]:
     """The layers in read order: Redis then the table in `services`; the table alone in `local`."""
     from recsys.stores.precomputed_catalog import CatalogPrecomputedStore
@@ -90,19 +120,17 @@ def open_lake(settings: Settings) -> Lake:
 
 
 def open_bus(settings: Settings, outcome: Outcome = ignore_outcome) -> EventBus:
-    """Kafka for `services`; for `local`, the in-process bus with the store writer subscribed."""
+    """Kafka for `services`; for `local`, the in-process bus running every consumer before `publish` returns."""
     serving = settings.serving
     if _services(settings):
         from recsys.bus.kafka import KafkaBus
 
         return KafkaBus(settings.kafka, serving.publish_retries, serving.publish_timeout_ms, outcome)
     from recsys.bus.in_process import InProcessBus
-    from recsys.bus.store_writer import InteractionStoreWriter
 
     bus = InProcessBus(serving.publish_retries, serving.publish_timeout_ms, outcome)
-    writer = InteractionStoreWriter(lambda: open_interactions(settings))
-    bus.subscribe("interaction", writer.on_interaction, on_close=writer.close)
-    bus.subscribe("feedback", writer.on_feedback)
+    for name in CONSUMERS:
+        bus.attach(open_consumer(settings, name))
     return bus
 
 

@@ -151,6 +151,24 @@ class ServingSettings(_Section):
     publish_timeout_ms: float = 2_000.0
 
 
+class StreamingSettings(_Section):
+    """The consumers of `interaction-events` (`recsys consume`) and what serving reads of their work."""
+
+    group_prefix: str = Field("recsys-", description="each consumer's group is this prefix + its name")
+    dlq_topic: str = Field("interaction-events.dlq", description="where undecodable or invalid events go")
+    partitions: int = Field(12, ge=1, description="partitions of the event topic when the project creates it")
+    replication_factor: int = Field(1, ge=1, description="of the topics the project creates (3 on the cluster)")
+    batch_max_events: int = Field(2_000, ge=1, description="most events one consumer batch holds")
+    batch_linger_ms: int = Field(100, ge=0, description="how long a batch waits for more events")
+    backoff_max_seconds: float = Field(10.0, gt=0, description="longest wait between retries of a failed batch")
+    metrics_port: int = Field(59300, description="the first consumer's Prometheus port; the next ones count up")
+    lag_threshold: int = Field(10_000, ge=0, description="/readyz fails when a group lags by more events")
+    session_gap_minutes: float = Field(30.0, gt=0, description="inactivity that closes a session")
+    session_slots: int = Field(3, ge=0, description="top slots of an answer given to items near the live session")
+    session_seeds: int = Field(5, ge=1, description="most recent session items whose neighbours are proposed")
+    pushdown_neighbours: int = Field(20, ge=0, description="near neighbours of a not-interested item pushed down")
+
+
 class Settings(BaseSettings):
     """Everything a component needs to find its data and servers."""
 
@@ -169,6 +187,7 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     serving: ServingSettings = ServingSettings()
+    streaming: StreamingSettings = StreamingSettings()
 
     @classmethod
     def settings_customise_sources(

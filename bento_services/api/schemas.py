@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from bento_services.pipeline.contracts import Degradation
 from recsys.events import ACTION_TYPES, new_event_id
+from recsys.streaming.decode import SCHEMA_VERSION
 
 #: How far ahead of the server's clock an event_time may lie (client clock skew).
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -83,7 +84,8 @@ class InteractionIn(_Input):
     def to_payload(self) -> dict[str, Any]:
         assert self.event_time is not None  # filled in by the validator
         return {
-            "kind": "interaction", "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
+            "kind": "interaction", "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
             "event_time": _iso(self.event_time), "action_type": self.action_type, "value": self.value,
             "session_id": self.session_id, "context": self.context or {},
         }
@@ -111,7 +113,8 @@ class FeedbackIn(_Input):
     def to_payload(self) -> dict[str, Any]:
         assert self.event_time is not None
         return {
-            "kind": "feedback", "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
+            "kind": "feedback", "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
             "event_time": _iso(self.event_time), "feedback": self.kind, "value": self.value, "reason": self.reason,
         }
 

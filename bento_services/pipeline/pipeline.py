@@ -39,12 +39,21 @@ from bento_services.pipeline.features import FeatureAssembler, open_assembler
 from bento_services.pipeline.postprocess import PostProcessor, main_source
 from bento_services.pipeline.retrieve import Retriever, ServingTables, current_folder, load_serving_tables
 from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
+from bento_services.pipeline.session import LiveSession
 from bento_services.pipeline.stages import StageFailed, StageRunner
-from recsys.backends import open_catalog, open_exclusions, open_interactions, open_precomputed, open_user_vectors
+from recsys.backends import (
+    open_activity,
+    open_catalog,
+    open_exclusions,
+    open_interactions,
+    open_precomputed,
+    open_user_vectors,
+)
 from recsys.errors import StoreUnavailableError, UnknownUserError
 from recsys.models.candidates import Candidate
 from recsys.settings import Settings
 from recsys.stores import CatalogStore, InteractionStore, UserVectorStore
+from recsys.stores.activity import Activity, ActivityStore
 from recsys.stores.catalog import Recommendation
 from recsys.stores.exclusions import ExclusionStore
 from recsys.stores.precomputed import PrecomputedStore, source_of
@@ -72,6 +81,9 @@ class RecommendationPipeline:
         self.vectors: Connection[UserVectorStore] = Connection("user vectors", lambda: open_user_vectors(settings))
         self.exclusions: Connection[ExclusionStore] = Connection("not-interested store",
                                                                  lambda: open_exclusions(settings))
+        self.sessions: Connection[ActivityStore] = Connection("session store",
+                                                              lambda: open_activity(settings, "session"))
+        self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None, settings.streaming)
         self.embeddings = EmbeddingCache(self.vectors.store, serving.embedding_cache_ttl_seconds)
         self.layer1: list[PrecomputedStore] = open_precomputed(settings, self.catalog.store)
 
@@ -81,14 +93,23 @@ class RecommendationPipeline:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         arm = assign(request.user_id, self.settings.serving.experiments)
-        user, excluded = self._lookup(request.user_id, timings)
+        user, excluded, activity = self._lookup(request.user_id, timings)
+        now_ms = int((request.at or datetime.now(UTC)).timestamp() * 1000)
         if use_precomputed and not arm.changes_ranking:
             cached = self._precomputed(request, excluded, timings)
             if cached is not None:
+                cached = self._with_session(cached, activity, now_ms, request.n, excluded)
                 return self._respond(request, cached, arm, self.tables.version, Degradation.FULL, timings, started,
                                      cached=True)
-        items, version, level = self._full_path(request, user, arm, excluded, timings)
+        items, version, level = self._full_path(request, user, arm, excluded, timings, activity)
+        items = self._with_session(items, activity, now_ms, request.n, excluded)
         return self._respond(request, items, arm, version, level, timings, started)
+
+    def _with_session(self, items: list[RecommendedItem], activity: list[Activity], now_ms: int, n: int,
+                      excluded: set[str]) -> list[RecommendedItem]:
+        if not activity:
+            return items
+        return self.live.blend(items, activity, now_ms, n, lambda item: self.post.allowed(item, excluded), excluded)
 
     def not_interested(self, user_id: str, item_id: str) -> None:
         """Persist the exclusion; raises StoreUnavailableError when it could not be written (never dropped)."""
@@ -121,6 +142,8 @@ class RecommendationPipeline:
         serving = self.settings.serving
         retriever = Retriever(tables.tables, serving.nprobe) if tables.tables is not None else None
         self.post = PostProcessor(tables.attributes, serving)
+        self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None,
+                                self.settings.streaming)
         self.tables, self.retriever = tables, retriever
         log.info("serving tables %s swapped in", tables.version)
         return True
@@ -145,15 +168,18 @@ class RecommendationPipeline:
             self.assembler.close()
         for store in self.layer1:
             store.close()
-        for connection in (self.catalog, self.interactions, self.vectors, self.exclusions):
+        for connection in (self.catalog, self.interactions, self.vectors, self.exclusions, self.sessions):
             connection.close()
 
     # -- the ladder -------------------------------------------------------------------------------------
     def _full_path(
         self, request: RecommendationRequest, user: dict[str, Any] | None, arm: Assignment, excluded: set[str],
-        timings: dict[str, float],
+        timings: dict[str, float], activity: list[Activity] | None = None,
     ) -> tuple[list[RecommendedItem], str, Degradation]:
         history, vector = self._user_state(request.user_id, timings)
+        if activity:  # the recent events, which the interaction store may not hold yet
+            known = set(history)
+            history = history + [i for i in dict.fromkeys(a.item_id for a in activity) if i not in known]
         onboarding = _categories(user.get("preferred_categories") if user else None)
         try:
             if self.retriever is None:
@@ -262,13 +288,14 @@ class RecommendationPipeline:
         return items
 
     # -- per-request reads ------------------------------------------------------------------------------
-    def _lookup(self, user_id: str, timings: dict[str, float]) -> tuple[dict[str, Any] | None, set[str]]:
-        """The catalog row and the "not interested" items, under one budget.
+    def _lookup(self, user_id: str, timings: dict[str, float]
+                ) -> tuple[dict[str, Any] | None, set[str], list[Activity]]:
+        """The catalog row, the "not interested" items and the session log, under one budget.
 
         UnknownUserError when the catalog answers without the user; a row of None when the catalog is
         unreachable or slow (the request is answered from what is available, unchecked).
         """
-        def read() -> tuple[dict[str, Any] | None, bool, set[str]]:
+        def read() -> tuple[dict[str, Any] | None, bool, set[str], list[Activity]]:
             try:
                 user, reachable = self.catalog.call(lambda s: s.get_user(user_id)), True
             except Exception as exc:  # noqa: BLE001 - catalog down: answer from what is available
@@ -276,15 +303,16 @@ class RecommendationPipeline:
                 user, reachable = None, False
             excluded = self._safe("not-interested store", set(), lambda: self.exclusions.call(
                 lambda s: s.items(user_id)))
-            return user, reachable, excluded
+            recent = self._safe("session store", [], lambda: self.sessions.call(lambda s: s.recent(user_id)))
+            return user, reachable, excluded, recent
 
         try:
-            user, reachable, excluded = self.runner.run("lookup", read, timings)
+            user, reachable, excluded, activity = self.runner.run("lookup", read, timings)
         except StageFailed:
-            return None, set()
+            return None, set(), []
         if reachable and user is None:
             raise UnknownUserError(user_id)
-        return user, excluded
+        return user, excluded, activity
 
     def _user_state(self, user_id: str, timings: dict[str, float]) -> tuple[list[str], np.ndarray | None]:
         """History and embedding under one budget: a hanging store leaves them out, it does not stall."""

@@ -1,5 +1,5 @@
 """The event bus: one interface (`EventBus`), one file per backend (`kafka`, `in_process`), chosen in
-`recsys.backends.open_bus`; and the store writer, the consumer the `local` bus runs in process."""
+`recsys.backends.open_bus`. The consumers both feed are `recsys.streaming`."""
 
 from recsys.bus.base import EventBus, Outcome
 

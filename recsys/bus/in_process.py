@@ -1,4 +1,8 @@
-"""The `local` bus: the consumer handlers run in this process, on one worker thread, before `publish` returns."""
+"""The `local` bus: the consumers run in this process, on one worker thread, before `publish` returns.
+
+`attach` subscribes a streaming consumer (`recsys.streaming.consumers`) to every kind: each event is
+validated as the Kafka consumers validate it, then handed to the consumer as a batch of one.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from recsys.bus.base import ConsumerFailedError, Handler, Outcome, ignore_outcome, publish_with_retries
+from recsys.streaming.consumers import Consumer
+from recsys.streaming.decode import validate
 
 
 class InProcessBus:
@@ -26,6 +32,16 @@ class InProcessBus:
         self._handlers.setdefault(kind, []).append(handler)
         if on_close is not None:
             self._on_close.append(on_close)
+
+    def attach(self, consumer: Consumer) -> None:
+        def handle(payload: dict[str, Any]) -> None:
+            event = dict(payload)
+            validate(event)
+            consumer.handle([event])
+
+        for kind in ("interaction", "feedback"):
+            self._handlers.setdefault(kind, []).append(handle)
+        self._on_close.append(consumer.close)
 
     def publish(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         def attempt() -> None:

@@ -1,0 +1,80 @@
+"""The topics the project owns and the consumers' lag, through Kafka's admin API.
+
+`ensure_topics` creates `interaction-events` with `streaming.partitions` partitions (so consumers can scale
+out) and its dead-letter topic, and raises the partition count of a topic created smaller (by an
+auto-create, say). `group_lag` is what `recsys consume --status` prints and `/readyz` compares.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+TIMEOUT_MS = 5_000
+
+
+def _servers(settings: Settings) -> list[str]:
+    return settings.kafka.bootstrap_servers.split(",")
+
+
+def admin(settings: Settings) -> Any:
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=_servers(settings), client_id="recsys-admin",
+                            request_timeout_ms=TIMEOUT_MS, bootstrap_timeout_ms=TIMEOUT_MS)
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the event and dead-letter topics if missing; grow the event topic to `streaming.partitions`."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    streaming = settings.streaming
+    wanted = {settings.kafka.topic: streaming.partitions, streaming.dlq_topic: 1}
+    client = admin(settings)
+    try:
+        existing = {t["topic"]: len(t["partitions"]) for t in client.describe_topics(list(wanted))
+                    if not t.get("error_code")}
+        missing = [NewTopic(name, count, streaming.replication_factor,
+                            topic_configs={"min.insync.replicas": str(min(2, streaming.replication_factor))})
+                   for name, count in wanted.items() if name not in existing]
+        if missing:
+            try:
+                client.create_topics(missing, timeout_ms=TIMEOUT_MS)
+            except TopicAlreadyExistsError:
+                pass  # created meanwhile by another process
+        have = existing.get(settings.kafka.topic)
+        if have is not None and have < streaming.partitions:
+            log.info("growing %s from %d to %d partitions", settings.kafka.topic, have, streaming.partitions)
+            client.create_partitions({settings.kafka.topic: streaming.partitions}, timeout_ms=TIMEOUT_MS)
+    finally:
+        client.close()
+
+
+def group_lag(settings: Settings, names: list[str]) -> dict[str, dict[int, int]]:
+    """Per consumer name, per partition of the event topic: events not yet committed by its group."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = settings.kafka.topic
+    client = admin(settings)
+    reader = KafkaConsumer(bootstrap_servers=_servers(settings), request_timeout_ms=TIMEOUT_MS + 1000,
+                           client_id="recsys-lag")
+    try:
+        partitions = sorted(reader.partitions_for_topic(topic) or ())
+        ends = reader.end_offsets([TopicPartition(topic, p) for p in partitions])
+        groups = [settings.streaming.group_prefix + name for name in names]
+        committed = client.list_group_offsets({g: None for g in groups})
+        lag: dict[str, dict[int, int]] = {}
+        for name, group in zip(names, groups):
+            offsets = committed.get(group, {})
+            lag[name] = {}
+            for tp, end in ends.items():
+                done = offsets.get(tp)
+                lag[name][tp.partition] = int(end) - (done.offset if done is not None and done.offset >= 0 else 0)
+        return lag
+    finally:
+        reader.close()
+        client.close()
