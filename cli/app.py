@@ -22,6 +22,7 @@ err = Console(stderr=True)
 
 class State:
     settings: Settings
+    options: list[str]  # the global options as given, for child processes
 
 
 state = State()
@@ -36,6 +37,7 @@ def main(
     config: Path | None = typer.Option(None, help="TOML settings file; RECSYS_* variables override it"),
 ) -> None:
     state.settings = Settings.load(config_file=config, profile=profile)
+    state.options = [*(["--profile", profile] if profile else []), *(["--config", str(config)] if config else [])]
 
 
 @app.command()
@@ -377,6 +379,49 @@ def _print_summary(settings: Settings) -> None:
         for name, count in interactions.counts().items():
             table.add_row("interactions", name, f"{count:,}")
     table.add_row("lake", "interactions", f"{open_lake(settings).count_interactions():,}")
+    out.print(table)
+
+
+@app.command()
+def consume(
+    names: list[str] | None = typer.Argument(None, help="consumers to run (default all): "
+                                             "store-writer, lake-writer, sessions, ..."),
+    status: bool = typer.Option(False, "--status", help="print each group's lag per partition and exit"),
+    metrics_port: int | None = typer.Option(None, help="Prometheus port (one consumer; default from settings)"),
+) -> None:
+    """Run the streaming consumers of interaction-events (services profile): one process per consumer."""
+    from recsys.backends import CONSUMERS
+    from recsys.streaming.process import serve_consumer, supervise
+
+    settings = state.settings
+    chosen = list(names or CONSUMERS)
+    unknown = [n for n in chosen if n not in CONSUMERS]
+    if unknown:
+        raise InvalidInputError(f"unknown consumer {', '.join(unknown)}; expected {', '.join(CONSUMERS)}")
+    if status:
+        _print_lag(settings, chosen)
+        return
+    if settings.profile != "services":
+        raise InvalidInputError("in the local profile the consumers run inside the API (the in-process bus); "
+                                "run `recsys --profile services consume` against Kafka")
+    if len(chosen) == 1:
+        serve_consumer(settings, chosen[0], metrics_port)
+    else:
+        raise SystemExit(supervise(chosen, state.options))
+
+
+def _print_lag(settings: Settings, names: list[str]) -> None:
+    from recsys.streaming.topics import group_lag
+
+    lag = group_lag(settings, names)
+    table = Table(title=f"lag on {settings.kafka.topic} (events not yet committed)")
+    table.add_column("consumer")
+    table.add_column("group")
+    table.add_column("total", justify="right")
+    table.add_column("per partition")
+    for name, partitions in lag.items():
+        table.add_row(name, settings.streaming.group_prefix + name, str(sum(partitions.values())),
+                      " ".join(f"{p}:{n}" for p, n in sorted(partitions.items())))
     out.print(table)
 
 

@@ -1,0 +1,117 @@
+"""The real-time loop through the HTTP API: a click changes the very next answer, in both profiles.
+
+`local`: the in-process bus runs the consumers inside `POST /interactions`. `services`: the API publishes
+to Kafka and the session aggregator and store writer consume it as group members (`recsys consume` runs
+the same `KafkaRunner`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bento_services.api.http import app_from_settings
+from bento_services.pipeline.batch import precompute
+from bento_services.pipeline.pipeline import build_pipeline
+from recsys.models.neighbours import ItemNeighbours
+from tests.bento_services.conftest import api_settings, client, served
+from tests.bento_services.pipeline_data import World, build_world
+from tests.conftest import make_settings
+from tests.streaming.helpers import members, own_streams
+
+REDIS_DB = 13
+
+
+@dataclass
+class Loop:
+    http: httpx.Client
+    world: World
+    neighbours: ItemNeighbours
+
+
+@pytest.fixture
+def loop(profile: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Loop]:
+    settings = make_settings(profile, tmp_path)
+    if profile == "services":
+        request.getfixturevalue("kafka_up")
+        database = request.getfixturevalue("private_database")
+        settings = own_streams(settings.model_copy(update={
+            "postgres": settings.postgres.model_copy(update={"database": database}),
+            "redis": settings.redis.model_copy(update={"db": REDIS_DB}),
+            "cassandra": settings.cassandra.model_copy(update={"keyspace": f"loop_{uuid.uuid4().hex[:8]}"}),
+        }), "loop")
+    settings = api_settings(settings, publish_timeout_ms=2000.0)
+    world = build_world(settings, tmp_path)
+    neighbours = ItemNeighbours.build(world.events, neighbours=30)
+    neighbours.save(world.folder / "item_neighbours")
+    pipeline = build_pipeline(settings, candidates_dir=world.folder)
+    precompute(pipeline, [world.warm_user], k=20)  # a user whose list is precomputed (layer 1)
+    pipeline.close()
+    with ExitStack() as stack:
+        if profile == "services":
+            stack.enter_context(members(settings, ["sessions", "store-writer"]))
+        url = stack.enter_context(served(app_from_settings(settings)))
+        yield Loop(stack.enter_context(client(url)), world, neighbours)
+
+
+def answer(loop: Loop, user: str) -> dict[str, object]:
+    got = loop.http.get("/recommendations", params={"user_id": user, "n": 10})
+    assert got.status_code == 200, got.text
+    return dict(got.json())
+
+
+def ids(body: dict[str, object]) -> list[str]:
+    return [str(item["item_id"]) for item in body["items"]]  # type: ignore[attr-defined, index]
+
+
+def test_a_click_changes_the_next_answer_within_a_second(loop: Loop) -> None:
+    user = loop.world.warm_user
+    before = answer(loop, user)
+    assert before["cached"] is True  # precomputed: the live session must outrank layer 1
+    seen = set(loop.world.events.loc[loop.world.events["user_id"] == user, "item_id"])
+    clicked = next(i for i in loop.neighbours.item_ids if i not in seen and i not in ids(before))
+    sent = time.monotonic()
+    posted = loop.http.post("/interactions", json={"user_id": user, "item_id": clicked, "action_type": "click",
+                                                   "event_time": datetime.now(UTC).isoformat()})
+    assert posted.status_code == 202, posted.text
+    while True:
+        after = answer(loop, user)
+        if ids(after)[:1] != ids(before)[:1] or time.monotonic() - sent > 1.0:
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - sent
+    items = after["items"]
+    assert elapsed <= 1.0, f"the click showed after {elapsed:.2f} s"
+    assert items[0]["source"] == "session" and items[0]["explanation"] == "session"  # type: ignore[index]
+    near = {i for i, _ in loop.neighbours.similar([clicked], 10, {clicked})}
+    assert items[0]["item_id"] in near  # type: ignore[index]
+    assert clicked not in ids(after)  # what the session consumed is not proposed again
+
+
+def test_not_interested_sinks_the_items_near_it(loop: Loop) -> None:
+    user = loop.world.warm_user
+    before = ids(answer(loop, user))
+    dropped = before[0]
+    posted = loop.http.post("/feedback", json={"user_id": user, "item_id": dropped, "kind": "not_interested"})
+    assert posted.status_code == 202, posted.text
+    near = {i for i, _ in loop.neighbours.similar([dropped], 20, {dropped})}
+    deadline = time.monotonic() + 1.0
+    while True:
+        after = ids(answer(loop, user))
+        kept = [i for i in after if i in near]
+        # the dismissed item's near neighbours that stay in the list come after every other item
+        sunk = not kept or after.index(kept[0]) == len(after) - len(kept)
+        if sunk or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert dropped not in after
+    assert sunk, (after, near)
+    assert any(i in near for i in before[1:]), "the check is empty: no near neighbour was in the list"
