@@ -124,6 +124,9 @@ def build_features(
     )
     started = time.perf_counter()
     written = run_feature_job(config, progress=lambda message: err.print(f"[spark] {message}"))
+    from ingestion.features.realtime_table import TABLE, write_realtime_table
+
+    written[TABLE] = write_realtime_table(open_lake(settings), settings.feature_data_path, config.as_of)
     out.print(", ".join(f"{table} {rows:,} rows" for table, rows in written.items())
               + f" in {time.perf_counter() - started:.1f}s")
 

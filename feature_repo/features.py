@@ -88,12 +88,20 @@ user_realtime = FeatureView(
     entities=[user],
     ttl=timedelta(days=1),
     schema=[
+        *(f(f"events_{w}", Int64, "0", f"interactions in the last {w}") for w in ("1h", "1d")),
+        *(f(f"{a}_{w}", Int64, "0", f"{a} events in the last {w}")
+          for a in ("view", "click", "add_to_cart", "purchase", "rate") for w in ("1h", "1d")),
+        f("last_items", Array(String), None, "the last 10 distinct items, newest first"),
+        f("last_categories", Array(String), None, "distinct categories of last_items, newest first (5)"),
+        f("session_events", Int64, "0", "events of the open session (30 minutes of inactivity close it)"),
+        f("session_started_at", UnixTimestamp),
+        f("last_event_at", UnixTimestamp),
         f("last_item_id", String, ""),
         f("last_action", String, ""),
-        f("last_event_at", UnixTimestamp),
-        f("session_events", Int64, "0"),
     ],
     source=user_realtime_push,
     online=True,
-    description="Signals the event consumer pushes within seconds of each interaction.",
+    description="The user's last day as of their newest event: pushed by the feature updater within a second "
+                "of each event; the same definition over the lake gives the offline history "
+                "(recsys.features.realtime).",
 )

@@ -44,6 +44,15 @@ def open_feature_store(settings: Settings) -> FeatureStore:
     return FeatureStore(repo_path=str(settings.features.repo_path), config=repo_config(settings))
 
 
+def registered(settings: Settings, data_source: str) -> bool:
+    """Whether the applied registry has `data_source` (False when nothing was applied yet)."""
+    try:
+        open_feature_store(settings).get_data_source(data_source)
+    except Exception:  # noqa: BLE001 - no registry, or a registry without it
+        return False
+    return True
+
+
 @contextmanager
 def inside_repo(repo_path: Path | str) -> Iterator[None]:
     """Run with the feature repository as working directory and import path.

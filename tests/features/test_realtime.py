@@ -1,0 +1,120 @@
+"""The `user_realtime` features: the consumer's online values equal the offline history's at the same moment."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ingestion.features.realtime_table import write_realtime_table
+from recsys.backends import open_consumer, open_lake
+from recsys.features.online import FastOnlineFeatures
+from recsys.features.realtime import COUNTED, FEATURES, realtime_features, realtime_history
+from recsys.features.store import apply_repo, inside_repo, open_feature_store
+from recsys.settings import Settings
+from recsys.stores.activity import Activity, merge
+from recsys.streaming.decode import decode
+
+ACTIONS = (*COUNTED, "skip", "like")
+
+
+def synthetic_events(users: int, per_user: int, end: datetime, seed: int = 7) -> pd.DataFrame:
+    """Events over the 30 hours before `end`, with bursts (sessions), gaps and same-millisecond pairs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        at = end - timedelta(hours=30)
+        for _ in range(per_user):
+            gap = rng.choice([0, 20_000, 90_000, 40 * 60_000, 3 * 3_600_000], p=[0.05, 0.6, 0.25, 0.07, 0.03])
+            at += timedelta(milliseconds=int(gap))
+            if at >= end:
+                break
+            rows.append({"event_id": str(uuid.uuid4()), "user_id": f"rt{u}", "item_id": f"it{rng.integers(40)}",
+                         "event_time": at, "action_type": str(rng.choice(ACTIONS))})
+    frame = pd.DataFrame(rows)
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True).dt.as_unit("ms")
+    return frame
+
+
+CATEGORIES = {f"it{k}": f"cat{k % 6}" for k in range(35)}  # it35..it39: no category
+
+
+def batches(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    """Consecutive batches of about `size` events, cut only where the time changes (as the stream is ordered)."""
+    frame = frame.sort_values(["event_time", "event_id"]).reset_index(drop=True)
+    times = frame["event_time"]
+    cuts = [k for k in range(size, len(frame), size) if times.iloc[k] != times.iloc[k - 1]]
+    return [frame.iloc[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame)])]
+
+
+def same(online: Any, offline: Any) -> bool:
+    if isinstance(online, list) or isinstance(offline, (list, np.ndarray)):
+        return list(online if online is not None else []) == list(offline if offline is not None else [])
+    if isinstance(online, pd.Timestamp) or isinstance(offline, pd.Timestamp | datetime):
+        return pd.Timestamp(online).tz_convert("UTC") == pd.Timestamp(offline).tz_convert("UTC")
+    return bool(online == offline)
+
+
+def test_both_evaluators_agree_on_every_state_the_consumer_can_push() -> None:
+    events = synthetic_events(users=6, per_user=400, end=datetime(2026, 3, 1, tzinfo=UTC))
+    history = realtime_history(events, CATEGORIES)
+    checked = 0
+    for user, mine in events.groupby("user_id"):
+        log: list[Activity] = []
+        for batch in batches(mine, 7):
+            log = merge(log, [Activity(r.event_id, int(r.event_time.value // 1_000_000), r.item_id, r.action_type)
+                              for r in batch.itertuples()])
+            online = realtime_features(str(user), log, CATEGORIES)
+            offline = history[(history["user_id"] == user)
+                              & (history["event_timestamp"] <= online["event_timestamp"])].iloc[-1]
+            wrong = [f for f in FEATURES if not same(online[f], offline[f])]
+            assert not wrong, (user, online["event_timestamp"], {f: (online[f], offline[f]) for f in wrong})
+            checked += 1
+    assert checked > 50
+    assert history["session_events"].max() > 5 and history["events_1h"].max() > 10  # the data exercises them
+
+
+def payload(row: Any) -> dict[str, Any]:
+    return decode(json.dumps({
+        "kind": "interaction", "schema_version": 1, "event_id": row.event_id, "user_id": row.user_id,
+        "item_id": row.item_id, "event_time": row.event_time.isoformat(), "action_type": row.action_type,
+        "value": None, "session_id": None, "context": {}}).encode())
+
+
+def test_the_updater_pushes_online_what_training_joins_point_in_time(feature_settings: Settings,
+                                                                     tmp_path: Path) -> None:
+    settings = feature_settings
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = synthetic_events(users=5, per_user=150, end=now - timedelta(minutes=5))
+    moment = events["event_time"].sort_values().iloc[len(events) * 2 // 3]  # the consumer has seen up to here
+    lake = open_lake(settings)
+    lake.write_snapshot("items", pd.DataFrame({"item_id": list(CATEGORIES), "category": list(CATEGORIES.values())}))
+    lake.write_interactions(events.assign(value=np.nan, session_id=None, context=None))
+    assert write_realtime_table(lake, settings.feature_data_path) > 0  # the whole history, past `moment` too
+    apply_repo(settings)
+    updater = open_consumer(settings, "features")
+    for batch in batches(events[events["event_time"] <= moment], 17):
+        updater.handle([payload(r) for r in batch.itertuples()])
+    updater.close()
+
+    store = open_feature_store(settings)
+    users = sorted(events["user_id"].unique())
+    refs = [f"user_realtime:{f}" for f in FEATURES]
+    online = store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in users]).to_dict()
+    with inside_repo(settings.features.repo_path):  # the file sources' paths are relative to the repository
+        offline = store.get_historical_features(
+            entity_df=pd.DataFrame({"user_id": users, "event_timestamp": [moment] * len(users)}), features=refs,
+        ).to_df().set_index("user_id").loc[users]
+    for feature in FEATURES:
+        for k, user in enumerate(users):
+            assert same(online[feature][k], offline[feature].iloc[k]), (feature, user, online[feature][k],
+                                                                         offline[feature].iloc[k])
+    fast = FastOnlineFeatures(store, "realtime_v1")
+    values, status = fast.user_features(users[0])
+    assert all(s == "present" for column in status.values() for s in column)
+    assert values["user_realtime__events_1d"] == [online["events_1d"][0]]
