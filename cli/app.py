@@ -124,9 +124,6 @@ def build_features(
     )
     started = time.perf_counter()
     written = run_feature_job(config, progress=lambda message: err.print(f"[spark] {message}"))
-    from ingestion.features.realtime_table import TABLE, write_realtime_table
-
-    written[TABLE] = write_realtime_table(open_lake(settings), settings.feature_data_path, config.as_of)
     out.print(", ".join(f"{table} {rows:,} rows" for table, rows in written.items())
               + f" in {time.perf_counter() - started:.1f}s")
 
@@ -158,7 +155,7 @@ def materialize(
 @app.command("training-set")
 def training_set(
     out_file: Path = typer.Argument(..., help="Parquet file to write"),
-    service: str = typer.Option("ranker_v1", help="feature service"),
+    service: str = typer.Option("ranker_v2", help="feature service"),
     limit: int = typer.Option(20_000, help="most recent rated events to label"),
 ) -> None:
     """Point-in-time training set: recent `rate` events (label: rating >= 4) with their features."""
@@ -310,7 +307,7 @@ def demo() -> None:
     # ml-latest-small ends in 2018: materialize and read "as of" the end of the data, not today.
     user, as_of = _newest_user(state.settings)
     materialize(as_of)
-    training_set(state.settings.data_path / "training" / "ranker_v1.parquet", "ranker_v1", 20_000)
+    training_set(state.settings.data_path / "training" / "ranker_v2.parquet", "ranker_v2", 20_000)
     build_candidates(epochs=12)
     # One run trains the split's candidate models and the ranker once: the evaluation measures the ranker and
     # publishes that same model (what `train-ranker` would train again), before precompute serves with it.
@@ -336,10 +333,10 @@ def _print_online_sample(settings: Settings, user: str, as_of: datetime) -> None
     from recsys.features.online import FastOnlineFeatures
     from recsys.features.store import open_feature_store
 
-    fast = FastOnlineFeatures(open_feature_store(settings), "ranker_v1")
+    fast = FastOnlineFeatures(open_feature_store(settings), "ranker_v2")
     items = ["1", "318", "2571"]
     values, _ = fast.get(user, items, {"request_time": as_of, "device": "web"})
-    table = Table(title=f"ranker_v1 online features of user {user} as of {as_of:%Y-%m-%d} (fast path)")
+    table = Table(title=f"ranker_v2 online features of user {user} as of {as_of:%Y-%m-%d} (fast path)")
     table.add_column("feature")
     for item in items:
         table.add_column(f"item {item}", justify="right")

@@ -101,6 +101,7 @@ user_realtime = FeatureView(
     ],
     source=user_realtime_push,
     online=True,
+    tags={"event_driven": "true"},  # no row = no event in the last day: defaults, not staleness
     description="The user's last day as of their newest event: pushed by the feature updater within a second "
                 "of each event; the same definition over the lake gives the offline history "
                 "(recsys.features.realtime).",

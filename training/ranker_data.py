@@ -18,6 +18,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from embeddings.train import item_vectors
+from recsys.features.service import RANKER_SERVICE
 from training.candidate_eval import MergedCandidates
 from training.training_set import build_training_set
 
@@ -78,7 +79,7 @@ def candidate_lists(source: ScoredSource, users: Sequence[str], at: Mapping[str,
     return pd.concat(parts, ignore_index=True)
 
 
-def with_features(store: FeatureStore, lists: pd.DataFrame, service: str = "ranker_v1") -> pd.DataFrame:
+def with_features(store: FeatureStore, lists: pd.DataFrame, service: str = RANKER_SERVICE) -> pd.DataFrame:
     """The lists with the service's features as of each row's `event_timestamp` (typed defaults filled)."""
     labelled = lists[["user_id", "item_id", "event_timestamp", "label"]]
     joined = build_training_set(store, labelled, service).frame

@@ -21,7 +21,7 @@ from feast import FeatureStore
 from sklearn.metrics import roc_auc_score
 
 from embeddings.train import TrainConfig
-from recsys.features.service import service_layout
+from recsys.features.service import RANKER_SERVICE, service_layout
 from recsys.models.ranker import WideDeepRanker, columns_of
 from recsys.stores.lake import Lake
 from training.candidate_eval import MergedCandidates
@@ -34,7 +34,7 @@ from training.ranker_train import RankerTrainConfig, TrainedRanker, plot_curves,
 class RankerEvalConfig:
     depth: int = 100  # candidates re-ranked per user
     window_fraction: float = 0.2  # each user's latest share of train that labels the ranker's lists
-    service: str = "ranker_v1"
+    service: str = RANKER_SERVICE
     candidate_epochs: int = 5
     train: RankerTrainConfig = field(default_factory=RankerTrainConfig)
 

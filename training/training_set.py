@@ -16,7 +16,15 @@ from feast import FeatureStore, FeatureView
 from feast.infra.offline_stores.file_source import FileSource
 
 from recsys.errors import InvalidInputError
-from recsys.features.service import MISSING, PRESENT, STALE, ServiceLayout, fill_defaults, service_layout
+from recsys.features.service import (
+    MISSING,
+    PRESENT,
+    RANKER_SERVICE,
+    STALE,
+    ServiceLayout,
+    fill_defaults,
+    service_layout,
+)
 from recsys.features.store import inside_repo
 
 LABELLED_COLUMNS = ("user_id", "item_id", "event_timestamp", "label")
@@ -29,7 +37,7 @@ class TrainingSet:
     service: str
 
 
-def build_training_set(store: FeatureStore, labelled: pd.DataFrame, service: str = "ranker_v1") -> TrainingSet:
+def build_training_set(store: FeatureStore, labelled: pd.DataFrame, service: str = RANKER_SERVICE) -> TrainingSet:
     """Features of each (user, item, event time, label) row, as of that time, in the input's order."""
     missing = [c for c in LABELLED_COLUMNS if c not in labelled.columns]
     if missing:

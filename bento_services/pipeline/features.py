@@ -1,4 +1,5 @@
-"""Stage two: the ranker's features for one user and their candidates, through the `ranker_v1` service.
+"""Stage two: the ranker's features for one user and their candidates, through the service the ranker was
+trained on (its model's `feature_service`; `ranker_v2` for new rankers, `ranker_v1` before).
 
 Values come from the fast online path (item rows in memory, the user row through the layer-3
 cache); missing and stale values take their typed defaults. When the online store cannot answer,
@@ -15,12 +16,11 @@ from typing import Any
 
 from bento_services.pipeline.caches import CachedOnlineFeatures
 from bento_services.pipeline.contracts import RequestContext
-from recsys.features.service import ServiceLayout, fill_defaults, fresh_share
+from recsys.features.service import RANKER_SERVICE, ServiceLayout, fill_defaults, fresh_share
 from recsys.features.store import open_feature_store
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
-SERVICE = "ranker_v1"
 REFRESH_SECONDS = 300.0
 Features = dict[str, list[Any]]
 
@@ -62,11 +62,18 @@ class FeatureAssembler:
         self._stop.set()
 
 
-def open_assembler(settings: Settings) -> FeatureAssembler | None:
-    """The assembler over the profile's online store, item tables loaded; None when the repo is not applied."""
+def service_of(ranker: object) -> str:
+    """The feature service a ranker was trained on (recorded in its model's metadata)."""
+    metadata = getattr(ranker, "metadata", None)
+    return str(metadata.get("feature_service", RANKER_SERVICE)) if isinstance(metadata, dict) else RANKER_SERVICE
+
+
+def open_assembler(settings: Settings, service: str = RANKER_SERVICE) -> FeatureAssembler | None:
+    """The assembler of `service` over the profile's online store, item tables loaded; None when the repo is
+    not applied."""
     try:
         # Item tables are refreshed by the assembler's own thread: never let a request trigger a reload.
-        online = CachedOnlineFeatures(open_feature_store(settings), SERVICE,
+        online = CachedOnlineFeatures(open_feature_store(settings), service,
                                       ttl_seconds=settings.serving.feature_cache_ttl_seconds,
                                       max_age_seconds=float("inf"))
         online.refresh()

@@ -33,6 +33,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ingestion.features.realtime_table import TABLE as REALTIME_TABLE
+from ingestion.features.realtime_table import write_realtime_table
 from ingestion.features.snapshots import UNKNOWN_CATEGORY, SnapshotPlan, item_features, user_features
 from recsys.errors import InvalidInputError
 from recsys.stores.lake import Lake
@@ -84,6 +86,11 @@ def run_feature_job(config: FeatureJobConfig, progress: Callable[[str], None] = 
             progress(f"{name}: {written[name]:,} rows in {time.perf_counter() - started:.1f}s")
     finally:
         spark.catalog.clearCache()  # the events and the intermediates the tables persisted
+    # The real-time view's history: the streaming definition over the lake (pandas; one row per event time).
+    started = time.perf_counter()
+    as_of = datetime.fromtimestamp(as_of_us / 1_000_000, tz=UTC)
+    written[REALTIME_TABLE] = write_realtime_table(Lake(config.lake), config.output, as_of)
+    progress(f"{REALTIME_TABLE}: {written[REALTIME_TABLE]:,} rows in {time.perf_counter() - started:.1f}s")
     return written
 
 

@@ -20,6 +20,11 @@ from recsys.errors import InvalidInputError, RecsysError
 PRESENT, MISSING, STALE = "present", "missing", "stale"
 
 
+#: The feature service new rankers train on (the ranker's model records the one it was trained on, and
+#: serving assembles that one): version 1 and the `user_realtime` signals.
+RANKER_SERVICE = "ranker_v2"
+
+
 class UnknownFeatureServiceError(RecsysError):
     http_status = 404
 
@@ -110,10 +115,16 @@ def check_entity_rows(layout: ServiceLayout, rows: list[dict[str, Any]]) -> None
             )
 
 
+#: A view tagged so holds a row only while there is something to say (`user_realtime`: a user with no event
+#: in the last day has none, and its defaults, zeros, are the truth): its absence is not staleness.
+EVENT_DRIVEN_TAG = "event_driven"
+
+
 def fresh_share(status: dict[str, list[str]], layout: ServiceLayout) -> float:
-    """The share of the stored feature values (materialized views; on-demand ones are computed) that are
-    present: neither missing nor past their view's TTL. 1.0 when the service reads no stored view."""
-    stored = {view.name for view, _ in layout.views}
+    """The share of the stored feature values (materialized views; on-demand ones are computed; event-driven
+    ones are left out) that are present: neither missing nor past their view's TTL. 1.0 when the service
+    reads no such view."""
+    stored = {view.name for view, _ in layout.views if (view.tags or {}).get(EVENT_DRIVEN_TAG) != "true"}
     total = present = 0
     for spec in layout.specs:  # per request on the serving path: list.count, no per-value Python loop
         if spec.view in stored:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys.features.realtime import INT_FEATURES
 from recsys.settings import Settings
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -66,6 +67,9 @@ def write_empty_extras(settings: Settings) -> None:
         "neighbours": ["i2"], "neighbour_scores": [0.5],
     }])
     write_table(settings, "user_realtime", [{
-        "user_id": "u1", "event_timestamp": T0, "created_timestamp": CREATED, "last_item_id": "i1",
-        "last_action": "view", "last_event_at": T0, "session_events": 1,
+        "user_id": "u1", "event_timestamp": T0, "created_timestamp": CREATED,
+        **{name: 1 if name in ("events_1h", "events_1d", "view_1h", "view_1d", "session_events") else 0
+           for name in INT_FEATURES},
+        "last_items": ["i1"], "last_categories": ["c1"], "session_started_at": T0, "last_event_at": T0,
+        "last_item_id": "i1", "last_action": "view",
     }])

@@ -209,7 +209,8 @@ def test_f_tables_read_back_with_exactly_their_columns(tables: dict[str, pd.Data
         assert frame["created_timestamp"].nunique() == 1
         files = [path.name for path in (lake_root / "features" / name).iterdir()]
         assert files and all(file.startswith("part-") and file.endswith(".parquet") for file in files)
-    assert sorted(path.name for path in (lake_root / "features").iterdir()) == sorted(expected)
+    # and the real-time view's history (tests/features/test_realtime.py checks its values)
+    assert sorted(path.name for path in (lake_root / "features").iterdir()) == sorted([*expected, "user_realtime"])
     users, items = tables["user_features"], tables["item_features"]
     assert users.dtypes[["interactions_total", "preferred_hour"]].astype(str).tolist() == ["int64", "int32"]
     assert items.dtypes[["avg_rating", "category_popularity_rank"]].astype(str).tolist() == ["float64", "int32"]

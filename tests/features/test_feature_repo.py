@@ -31,7 +31,7 @@ def test_feast_plan_and_apply_work_as_they_are(tmp_path: Path) -> None:
     assert plan.returncode == 0, plan.stderr[-2000:]
     apply = subprocess.run([FEAST, "apply"], cwd=repo, capture_output=True, text=True, timeout=300)
     assert apply.returncode == 0, apply.stderr[-2000:]
-    for name in ("ranker_v1", "candidates_v1", "realtime_v1"):
+    for name in ("ranker_v1", "ranker_v2", "candidates_v1", "realtime_v1"):
         assert f"feature service {name}" in apply.stdout
     listed = subprocess.run([FEAST, "feature-services", "list"], cwd=repo, capture_output=True, text=True)
     assert "ranker_v1" in listed.stdout
@@ -78,11 +78,11 @@ def test_materialized_values_match_the_raw_data(
     assert served["item_features__rating_count"] == [len(rated)]
     assert served["item_features__avg_rating"][0] == pytest.approx(rated["value"].mean())
 
-    fast = FastOnlineFeatures(store, "ranker_v1")
+    fast = FastOnlineFeatures(store, "ranker_v2")
     request = {"request_time": as_of + timedelta(hours=1), "device": "tv"}
     values, status = fast.get(user, ["318", "1", "no-such-movie"], request)
     feast_values = store.get_online_features(
-        features=store.get_feature_service("ranker_v1"), full_feature_names=True,
+        features=store.get_feature_service("ranker_v2"), full_feature_names=True,
         entity_rows=[{"user_id": user, "item_id": i, **request} for i in ["318", "1", "no-such-movie"]],
     ).to_dict()
     assert values == feast_values

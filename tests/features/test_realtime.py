@@ -15,6 +15,7 @@ from ingestion.features.realtime_table import write_realtime_table
 from recsys.backends import open_consumer, open_lake
 from recsys.features.online import FastOnlineFeatures
 from recsys.features.realtime import COUNTED, FEATURES, realtime_features, realtime_history
+from recsys.features.service import MISSING, PRESENT, fresh_share, service_layout
 from recsys.features.store import apply_repo, inside_repo, open_feature_store
 from recsys.settings import Settings
 from recsys.stores.activity import Activity, merge
@@ -26,6 +27,7 @@ ACTIONS = (*COUNTED, "skip", "like")
 def synthetic_events(users: int, per_user: int, end: datetime, seed: int = 7) -> pd.DataFrame:
     """Events over the 30 hours before `end`, with bursts (sessions), gaps and same-millisecond pairs."""
     rng = np.random.default_rng(seed)
+    run = uuid.uuid4().hex[:6]  # users of this run only: the Redis logs outlive a test
     rows = []
     for u in range(users):
         at = end - timedelta(hours=30)
@@ -34,7 +36,7 @@ def synthetic_events(users: int, per_user: int, end: datetime, seed: int = 7) ->
             at += timedelta(milliseconds=int(gap))
             if at >= end:
                 break
-            rows.append({"event_id": str(uuid.uuid4()), "user_id": f"rt{u}", "item_id": f"it{rng.integers(40)}",
+            rows.append({"event_id": str(uuid.uuid4()), "user_id": f"rt{run}-{u}", "item_id": f"it{rng.integers(40)}",
                          "event_time": at, "action_type": str(rng.choice(ACTIONS))})
     frame = pd.DataFrame(rows)
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True).dt.as_unit("ms")
@@ -118,3 +120,14 @@ def test_the_updater_pushes_online_what_training_joins_point_in_time(feature_set
     values, status = fast.user_features(users[0])
     assert all(s == "present" for column in status.values() for s in column)
     assert values["user_realtime__events_1d"] == [online["events_1d"][0]]
+
+
+def test_a_user_without_recent_events_is_not_stale(feature_settings: Settings) -> None:
+    """No `user_realtime` row means no event in the last day: its zeros are the truth, not missing data."""
+    apply_repo(feature_settings)
+    layout = service_layout(open_feature_store(feature_settings), "ranker_v2")
+    assert any(spec.view == "user_realtime" for spec in layout.specs)
+    status = {spec.ref: [MISSING if spec.view == "user_realtime" else PRESENT] * 3 for spec in layout.specs}
+    assert fresh_share(status, layout) == 1.0
+    status = {spec.ref: [MISSING if spec.view == "user_features" else PRESENT] * 3 for spec in layout.specs}
+    assert fresh_share(status, layout) < 1.0  # a missing snapshot row still counts

@@ -76,7 +76,7 @@ def test_train_and_save_stores_the_measured_ranker(ranked_world: RankerWorld) ->
     train, test = split_lake(ranked_world.settings.lake_path)
     # Trained on the training part only: its data window ends before the hold-out begins.
     assert pd.Timestamp(ranker.metadata["data_end"]) == train["event_time"].max()
-    assert ranker.metadata["feature_service"] == "ranker_v1"
+    assert ranker.metadata["feature_service"] == "ranker_v2"
 
 
 def test_ranked_candidates_fit_and_recommend(ranked_world: RankerWorld) -> None:
