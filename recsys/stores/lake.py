@@ -6,12 +6,19 @@ Layout (hive-style, readable by Spark, Feast file sources and pyarrow)::
     catalog/<name>/snapshot=YYYYMMDDTHHMMSSZ/<name>.parquet   written only when the content changed
 
 Every file is written to a temporary name and renamed into place, so a reader never sees half a file.
+Merging into a day file is a read-merge-write under an exclusive lock on that day (`.lock` beside it, an
+`fcntl` lock held by the writing process): writers in several processes (the import, the streaming lake
+writer's group members) never overwrite each other's events.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +52,10 @@ class Lake:
     def _merge_day(self, day: str, new: pa.Table) -> int:
         target = self.interactions_path / f"{PARTITION}={day}" / "part-0.parquet"
         new = _unique_events(new)
+        with _locked(target.parent):
+            return self._merge_locked(target, new)
+
+    def _merge_locked(self, target: Path, new: pa.Table) -> int:
         if target.exists():
             old = pq.read_table(target, schema=INTERACTION_SCHEMA)
             fresh = new.filter(pc.invert(pc.is_in(new["event_id"], value_set=old["event_id"])))
@@ -102,9 +113,21 @@ def _unique_events(table: pa.Table) -> pa.Table:
     return table.take(pc.take(first, pc.sort_indices(first)))
 
 
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` (created if missing), across threads and processes of this machine."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _atomic_write(table: pa.Table, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, target)
 

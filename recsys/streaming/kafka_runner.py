@@ -72,6 +72,11 @@ class KafkaRunner:
             if self._dlq is not None:
                 self._dlq.close(timeout=5)
 
+    def assignment(self) -> set[int]:
+        """The partitions this member holds now (empty before it joined its group)."""
+        kafka = self._kafka
+        return {tp.partition for tp in kafka.assignment()} if kafka is not None else set()
+
     # -- one batch ------------------------------------------------------------------------------------
     def _poll(self) -> dict[Any, list[Any]]:
         """Records by partition: one poll, then more until the linger time or the batch size is reached."""

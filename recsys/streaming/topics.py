@@ -36,7 +36,7 @@ def ensure_topics(settings: Settings) -> None:
     wanted = {settings.kafka.topic: streaming.partitions, streaming.dlq_topic: 1}
     client = admin(settings)
     try:
-        existing = {t["topic"]: len(t["partitions"]) for t in client.describe_topics(list(wanted))
+        existing = {t.get("name") or t.get("topic"): len(t["partitions"]) for t in client.describe_topics(list(wanted))
                     if not t.get("error_code")}
         missing = [NewTopic(name, count, streaming.replication_factor,
                             topic_configs={"min.insync.replicas": str(min(2, streaming.replication_factor))})

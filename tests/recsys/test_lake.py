@@ -50,3 +50,28 @@ def test_a_batch_with_repeated_ids_keeps_the_first_of_each(tmp_path: Path) -> No
     table = lake.interactions().to_pandas().set_index("event_id")
     assert table.loc["z", "event_time"] == pd.Timestamp("2024-01-01T00:00:00Z")
     assert table.loc["y", "event_time"] == pd.Timestamp("2024-01-01T00:00:01Z")
+
+
+def test_concurrent_writers_of_one_day_keep_every_event(tmp_path: Path) -> None:
+    """Several lake writers (group members, the import) merging into the same day file lose nothing."""
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    lake = Lake(tmp_path)
+    batches = [[f"w{w}-{k}" for k in range(50)] for w in range(6)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda ids: lake.write_interactions(frame(ids, ["2024-01-01T10:00:00Z"] * len(ids))),
+                      batches[:3]))
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_write, args=(tmp_path, ids)) for ids in batches[3:]]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert sorted(lake.interactions()["event_id"].to_pylist()) == sorted(i for ids in batches for i in ids)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _write(root: Path, ids: list[str]) -> None:
+    Lake(root).write_interactions(frame(ids, ["2024-01-01T10:00:00Z"] * len(ids)))

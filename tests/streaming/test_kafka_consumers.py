@@ -117,16 +117,23 @@ def test_sigkill_mid_batch_then_restart_leaves_every_event_exactly_once(settings
 
 def test_a_second_member_joining_and_the_first_leaving_mid_stream_lose_nothing(settings: Settings) -> None:
     sent = events(users=50, per_user=100)
+    parts = [sent[k:k + 1_250] for k in range(0, len(sent), 1_250)]
     first = Member(settings, open_consumer(settings, "lake-writer"))
     second: Member | None = None
     try:
-        produce(settings, sent[:2_500])
+        produce(settings, parts[0])
         wait_until(lambda: first.runner.applied > 0, 60, "the first member applied a batch")
         second = Member(settings, open_consumer(settings, "lake-writer"))  # a rebalance, mid-stream
-        produce(settings, sent[2_500:])
-        wait_until(lambda: second is not None and second.runner.applied > 0, 60, "the second member took partitions")
+        produce(settings, parts[1])
+        wait_until(lambda: second is not None and len(second.runner.assignment()) > 0, 60,
+                   "the second member was given partitions")
+        assert len(first.runner.assignment()) < settings.streaming.partitions  # they share the partitions
+        produce(settings, parts[2])
+        wait_until(lambda: second is not None and second.runner.applied > 0, 60, "the second member applied a batch")
         first.stop()  # another rebalance: the second takes every partition
+        produce(settings, parts[3])
         wait_until(lambda: caught_up(settings, ["lake-writer"]), 60, "the group caught up")
+        assert len(second.runner.assignment()) == settings.streaming.partitions
     finally:
         if first.thread.is_alive():
             first.stop()
