@@ -87,7 +87,7 @@ def open_activity(settings: Settings, prefix: str) -> ActivityStore:
 
 
 #: Every consumer of `interaction-events`, by the name `recsys consume` takes (its group is prefix + name).
-CONSUMERS = ("store-writer", "lake-writer", "sessions")
+CONSUMERS = ("store-writer", "lake-writer", "sessions", "users")
 
 
 def open_consumer(settings: Settings, name: str) -> Consumer:
@@ -99,6 +99,10 @@ def open_consumer(settings: Settings, name: str) -> Consumer:
         return LakeWriter(open_lake(settings))
     if name == "sessions":
         return SessionAggregator(lambda: open_activity(settings, "session"))
+    if name == "users":
+        from recsys.streaming.users import UserRegistrar
+
+        return UserRegistrar(lambda: open_catalog(settings))
     raise ValueError(f"unknown consumer {name!r}; expected one of {', '.join(CONSUMERS)}")
 
 

@@ -1,28 +1,42 @@
-"""Which user ids the platform knows: events from users the catalog lacks are refused (404), as
-recommendations for them are, so that nothing is written for an id no one registered.
+"""The users the API registers: `POST /users` upserts a profile (onboarding answers, profile edits) into the
+catalog, synchronously, so the very next answer sees it.
 
-The catalog is the authority; while it is unreachable events are accepted unchecked (never lost), the
-way the pipeline answers unchecked. Known ids are remembered, so a user costs one catalog read.
+Nothing else is asked of the directory: events of any user are accepted (the first `POST /interactions`
+of a new user creates their catalog row through the `users` consumer, `recsys.streaming.users`), and a
+user the catalog lacks gets the cold-start answer. Nothing is cached here either: the pipeline reads the
+user's row on every request, so no remembered state can hide a registration or an update.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from bento_services.pipeline.connections import Connection
 from recsys.backends import open_catalog
-from recsys.errors import UnknownUserError
+from recsys.errors import StoreUnavailableError
 from recsys.settings import Settings
 from recsys.stores import CatalogStore
 
 log = logging.getLogger(__name__)
-MAX_REMEMBERED = 1_000_000
+
+
+class CatalogUnavailableError(StoreUnavailableError):
+    """The catalog did not take the profile; nothing was written, the client should retry later (503)."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class UserDirectory(Protocol):
-    def check(self, user_id: str) -> None:
-        """Raise UnknownUserError for an id the catalog does not have."""
+    def upsert(self, user_id: str, preferred_categories: Sequence[str] | None, language: str | None,
+               country: str | None) -> tuple[dict[str, Any], bool]:
+        """Create or update the profile (None keeps the stored value); the stored row and whether it is new.
+
+        Raises CatalogUnavailableError when the write did not happen.
+        """
         ...
 
     def close(self) -> None: ...
@@ -33,20 +47,17 @@ class CatalogUsers:
 
     def __init__(self, settings: Settings) -> None:
         self._catalog: Connection[CatalogStore] = Connection("catalog", lambda: open_catalog(settings))
-        self._known: set[str] = set()
 
-    def check(self, user_id: str) -> None:
-        if user_id in self._known:
-            return
+    def upsert(self, user_id: str, preferred_categories: Sequence[str] | None, language: str | None,
+               country: str | None) -> tuple[dict[str, Any], bool]:
         try:
-            row = self._catalog.call(lambda catalog: catalog.get_user(user_id))
-        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the catalog cannot answer now
-            log.warning("catalog unavailable, accepting an event of user %s unchecked: %r", user_id, exc)
-            return
-        if row is None:
-            raise UnknownUserError(user_id)
-        if len(self._known) < MAX_REMEMBERED:
-            self._known.add(user_id)
+            return self._catalog.call(lambda catalog: catalog.upsert_user(
+                user_id, preferred_categories=preferred_categories, language=language, country=country))
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the profile was not written
+            log.warning("catalog did not take the profile of user %s: %r", user_id, exc)
+            retry = max(1, round(self._catalog.retry_seconds))
+            raise CatalogUnavailableError(f"the catalog is unavailable; the profile of user {user_id!r} was not "
+                                          f"written: retry in {retry} s", retry_after_seconds=retry) from exc
 
     def close(self) -> None:
         self._catalog.close()

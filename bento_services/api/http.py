@@ -35,6 +35,8 @@ from bento_services.api.schemas import (
     InteractionIn,
     Readiness,
     RecommendationsOut,
+    UserIn,
+    UserOut,
 )
 from bento_services.metrics import REGISTRY, REQUEST_SECONDS, REQUESTS, count_published
 from bento_services.pipeline.contracts import (
@@ -45,18 +47,17 @@ from bento_services.pipeline.contracts import (
     RequestContext,
 )
 from recsys.bus import EventBus
-from recsys.errors import PayloadTooLargeError, RecsysError
+from recsys.errors import PayloadTooLargeError, RecsysError, StoreUnavailableError
 from recsys.settings import Settings
 
-ENDPOINTS = frozenset({"/recommendations", "/interactions", "/feedback", "/healthz", "/readyz", "/metrics"})
+ENDPOINTS = frozenset({"/recommendations", "/interactions", "/feedback", "/users", "/healthz", "/readyz", "/metrics"})
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
         (401, "missing or invalid API key"), (422, "invalid query or body: each wrong field and why"),
         (429, "rate limit of this API key exceeded; see Retry-After"),
     )
 }
-_POST_ERRORS = {**_ERRORS, 404: {"model": ErrorOut, "description": "unknown user_id"},
-                413: {"model": ErrorOut, "description": "body over the size limit"},
+_POST_ERRORS = {**_ERRORS, 413: {"model": ErrorOut, "description": "body over the size limit"},
                 503: {"model": ErrorOut, "description": "the event bus is unavailable; see Retry-After"}}
 _ANSWER = TypeAdapter(RecommendationResponse)
 _CONTEXT_ARG = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -66,8 +67,9 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
                users: UserDirectory | None = None, close_on_shutdown: bool = False) -> FastAPI:
     """The API over `service` and `bus`.
 
-    `users`, when given, refuses events of unknown users (404) before anything is published; with
-    `close_on_shutdown` the app closes service, bus and directory when it stops.
+    `users` is where `POST /users` writes profiles (503 without one). Events of any user are accepted: a
+    new user's first event creates them (the `users` consumer). With `close_on_shutdown` the app closes
+    service, bus and directory when it stops.
     """
 
     @asynccontextmanager
@@ -80,9 +82,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
                 users.close()
 
     def accept(kind: str, event: InteractionIn | FeedbackIn) -> Accepted:
-        """Check the user, apply not-interested, publish: one trip to the thread pool."""
-        if users is not None:
-            users.check(event.user_id)
+        """Apply not-interested, publish: one trip to the thread pool."""
         if isinstance(event, FeedbackIn) and event.kind == "not_interested":
             service.not_interested(event.user_id, event.item_id)
         bus.publish(kind, event.user_id, event.to_payload())
@@ -104,14 +104,17 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
     guarded = [Depends(authorized)]
     max_n = settings.serving.max_n
 
-    @app.get("/recommendations", response_model=RecommendationsOut, dependencies=guarded,
-             responses={**_ERRORS, 404: {"model": ErrorOut, "description": "unknown user_id"}})
+    @app.get("/recommendations", response_model=RecommendationsOut, dependencies=guarded, responses=_ERRORS)
     async def recommendations(
         user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)],
         n: Annotated[int, Query(ge=1, le=max_n, description=f"list length, 1 to {max_n}")] = 50,
         device: _CONTEXT_ARG = None, page: _CONTEXT_ARG = None, session_id: _CONTEXT_ARG = None,
     ) -> Response:
-        """Top-n items for the user; headers X-Experiment, X-Model-Version and X-Degradation repeat the body."""
+        """Top-n items for the user; headers X-Experiment, X-Model-Version and X-Degradation repeat the body.
+
+        A user the catalog does not know, or one with no event yet, gets the `cold_start` rung: the popular
+        items of their onboarding categories (`POST /users`), else the popular ones.
+        """
         request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id))
         return _recommendations(await run_in_threadpool(service.recommend, request))
 
@@ -126,6 +129,22 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
     async def feedback(event: FeedbackIn) -> Accepted:
         """Publish explicit feedback; `not_interested` also excludes the item from the user's next answers."""
         return await run_in_threadpool(accept, "feedback", event)
+
+    def register(profile: UserIn) -> JSONResponse:
+        if users is None:
+            raise StoreUnavailableError("this server has no user directory: POST /users is not available")
+        row, created = users.upsert(profile.user_id, profile.preferred_categories, profile.language,
+                                    profile.country)
+        return JSONResponse(UserOut.from_row(row).model_dump(mode="json"), status_code=201 if created else 200)
+
+    @app.post("/users", response_model=UserOut, dependencies=guarded, responses={
+        **_ERRORS, 201: {"model": UserOut, "description": "the user was created"},
+        413: {"model": ErrorOut, "description": "body over the size limit"},
+        503: {"model": ErrorOut, "description": "the catalog is unavailable; nothing was written; see Retry-After"}})
+    async def upsert_user(profile: UserIn) -> JSONResponse:
+        """Create (201) or update (200) a user's profile: onboarding answers or a profile edit, visible in the
+        very next `GET /recommendations`. Fields left out keep their stored values."""
+        return await run_in_threadpool(register, profile)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:

@@ -1,12 +1,14 @@
 """The HTTP API's bodies and answers: pydantic models whose JSON schema is the OpenAPI document.
 
 Inputs forbid unknown fields and say exactly what is wrong; outputs mirror
-`bento_services.pipeline.contracts`. Events leave the API as JSON payloads (`to_payload`) on the one topic
-`interaction-events`, tagged by ``kind`` (``interaction`` or ``feedback``), keyed by ``user_id``.
+`bento_services.pipeline.contracts` (and, for `/users`, the catalog's user row). Events leave the API as
+JSON payloads (`to_payload`) on the one topic `interaction-events`, tagged by ``kind`` (``interaction`` or
+``feedback``), keyed by ``user_id``.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -45,6 +47,44 @@ def _trimmed(value: str) -> str:
 
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_trimmed)]
+
+#: Onboarding categories: as many as a profile keeps, each as long as the catalog's `items.category`.
+MAX_CATEGORIES = 20
+MAX_CATEGORY_LENGTH = 100
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", re.IGNORECASE)
+_COUNTRY = re.compile(r"[a-z]{2,3}", re.IGNORECASE)
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must not hold control characters")
+    return value
+
+
+def _distinct(values: list[str] | None) -> list[str] | None:
+    return None if values is None else list(dict.fromkeys(values))
+
+
+def _language(value: str) -> str:
+    """A BCP 47 language code: `fr`, `pt-BR`, `zh-hant`; the language lower case, a region upper case."""
+    if not _LANGUAGE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a language code such as 'en', 'fr' or 'pt-BR'")
+    language, _, rest = value.partition("-")
+    return f"{language.lower()}-{rest.upper() if len(rest) == 2 else rest.lower()}" if rest else language.lower()
+
+
+def _country(value: str) -> str:
+    if not _COUNTRY.fullmatch(value):
+        raise ValueError(f"{value!r} is not an ISO 3166 country code such as 'US' or 'FR'")
+    return value.upper()
+
+
+Category = Annotated[str, Field(min_length=1, max_length=MAX_CATEGORY_LENGTH), AfterValidator(_trimmed),
+                     AfterValidator(_printable)]
+Language = Annotated[str, Field(max_length=10), AfterValidator(_language),
+                     WithJsonSchema({"type": "string", "maxLength": 10, "examples": ["en", "pt-BR"]})]
+Country = Annotated[str, AfterValidator(_country),
+                    WithJsonSchema({"type": "string", "minLength": 2, "maxLength": 3, "examples": ["US", "FR"]})]
 ActionType = Annotated[
     str, AfterValidator(_known_action), WithJsonSchema({"type": "string", "enum": list(ACTION_TYPES)}),
 ]
@@ -117,6 +157,38 @@ class FeedbackIn(_Input):
             "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
             "event_time": _iso(self.event_time), "feedback": self.kind, "value": self.value, "reason": self.reason,
         }
+
+
+class UserIn(_Input):
+    """A user's onboarding answers or a profile update: created when new, updated otherwise (an upsert).
+
+    A field left out (or null) keeps what is stored; an empty `preferred_categories` clears them.
+    """
+
+    user_id: Id
+    preferred_categories: Annotated[list[Category] | None, AfterValidator(_distinct)] = Field(
+        None, max_length=MAX_CATEGORIES,
+        description="categories as the catalog's items name them (`category`); a new user's first answers "
+                    "are their most popular items")
+    language: Language | None = Field(None, description="BCP 47 language code: en, fr, pt-BR")
+    country: Country | None = Field(None, description="ISO 3166-1 country code: US, FR")
+
+
+class UserOut(BaseModel):
+    """The profile as the catalog stores it."""
+
+    user_id: str
+    preferred_categories: list[str]
+    language: str | None
+    country: str | None
+    onboarding_completed: bool
+    created_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> UserOut:
+        return cls(user_id=row["user_id"], preferred_categories=list(row.get("preferred_categories") or []),
+                   language=row.get("language"), country=row.get("country"),
+                   onboarding_completed=bool(row.get("onboarding_completed")), created_at=row.get("created_at"))
 
 
 class Accepted(BaseModel):

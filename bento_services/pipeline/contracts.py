@@ -21,6 +21,9 @@ class Degradation(str, Enum):  # noqa: UP042 - str mixin keeps json/format behav
     their TTL, inputs the ranker never trained on; the answer keeps candidate order, which is no worse.
     `candidate_scores` skips the ranker (none loaded, or it failed).
     `precomputed` is the answer when candidate generation (the ANN) failed. `popular` is the floor.
+    `cold_start` is no failure: a user with nothing to personalize from yet (not in the catalog, or
+    registered with no event so far, and no live session) gets the popular items of their onboarding
+    categories (`popular_in_category`), then the popular ones (`popular`).
     """
 
     FULL = "full"
@@ -29,6 +32,7 @@ class Degradation(str, Enum):  # noqa: UP042 - str mixin keeps json/format behav
     CANDIDATE_SCORES = "candidate_scores"
     PRECOMPUTED = "precomputed"
     POPULAR = "popular"
+    COLD_START = "cold_start"
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class RecommendationService(Protocol):
     """What the HTTP layer calls; `bento_services.pipeline.pipeline.build_pipeline(settings)` returns one."""
 
     def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        """Always answers (degrading rung by rung); raises UnknownUserError for ids the catalog lacks."""
+        """Always answers (degrading rung by rung); a user the catalog lacks gets the `cold_start` rung."""
         ...
 
     def not_interested(self, user_id: str, item_id: str) -> None:

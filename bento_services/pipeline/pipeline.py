@@ -9,15 +9,20 @@ history, user vector, "not interested"). `recommend` always answers, degrading r
 - features unavailable             -> typed defaults      (`default_features`)
 - all else                         -> popular items       (`popular`, kept in memory)
 
+A user with nothing to personalize from yet (not in the catalog, or registered but never seen in an
+event, and no live session) gets the `cold_start` rung: the popular items of their onboarding
+categories, then the popular ones, from memory.
+
 A precomputed hit for a user whose arm does not change ranking is the cached path (`cached=True`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +54,7 @@ from recsys.backends import (
     open_precomputed,
     open_user_vectors,
 )
-from recsys.errors import StoreUnavailableError, UnknownUserError
+from recsys.errors import StoreUnavailableError
 from recsys.models.candidates import Candidate
 from recsys.settings import Settings
 from recsys.stores import CatalogStore, InteractionStore, UserVectorStore
@@ -89,11 +94,15 @@ class RecommendationPipeline:
 
     # -- the service ------------------------------------------------------------------------------------
     def recommend(self, request: RecommendationRequest, use_precomputed: bool = True) -> RecommendationResponse:
-        """Always answers; raises UnknownUserError only when a reachable catalog lacks the user."""
+        """Always answers; a new user (see `_is_new`) gets the cold-start rung, never an error."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         arm = assign(request.user_id, self.settings.serving.experiments)
-        user, excluded, activity = self._lookup(request.user_id, timings)
+        user, known, excluded, activity = self._lookup(request.user_id, timings)
+        if not activity and _is_new(user, known) and (user is None or not self._has_history(request.user_id, timings)):
+            onboarding = _categories(user.get("preferred_categories") if user else None)
+            return self._respond(request, self._popular(request, excluded, onboarding), arm, "popular",
+                                 Degradation.COLD_START, timings, started)
         now_ms = int((request.at or datetime.now(UTC)).timestamp() * 1000)
         if use_precomputed and not arm.changes_ranking:
             cached = self._precomputed(request, excluded, timings)
@@ -263,18 +272,42 @@ class RecommendationPipeline:
                 return found
         return []
 
-    def _popular(self, request: RecommendationRequest, excluded: set[str]) -> list[RecommendedItem]:
-        """The floor: most popular allowed items, from memory."""
+    def _popular(self, request: RecommendationRequest, excluded: set[str],
+                 categories: Sequence[str] = ()) -> list[RecommendedItem]:
+        """The floor: most popular allowed items, from memory.
+
+        With `categories` (onboarding answers), the most popular items of those categories come first
+        (`popular_in_category`, scored by their counts), then the popular ones at score 0.
+        """
         items: list[RecommendedItem] = []
+        taken: set[str] = set()
+        for item_id, count in self._popular_in(categories) if categories else ():
+            if len(items) >= request.n:
+                break
+            if item_id not in taken and self.post.allowed(item_id, excluded):
+                items.append(RecommendedItem(item_id, len(items) + 1, float(count), "popularity",
+                                             "popular_in_category"))
+                taken.add(item_id)
         for item_id, count in self.tables.popular:
             if len(items) >= request.n:
                 break
-            if self.post.allowed(item_id, excluded):
-                items.append(RecommendedItem(item_id, len(items) + 1, float(count), "popularity", "popular"))
+            if item_id not in taken and self.post.allowed(item_id, excluded):
+                items.append(RecommendedItem(item_id, len(items) + 1, 0.0 if categories else float(count),
+                                             "popularity", "popular"))
         if not items:  # everything excluded: popularity alone, rules relaxed, rather than nothing
             items = [RecommendedItem(i, k, float(c), "popularity", "popular")
                      for k, (i, c) in enumerate(self.tables.popular[:request.n], start=1)]
         return items
+
+    def _popular_in(self, categories: Sequence[str]) -> Iterator[tuple[str, float]]:
+        """(item, count) of the categories' popular items, most popular first, from memory: the candidate
+        tables' per-category lists when loaded, else the popular list filtered by the items' categories."""
+        wanted = list(dict.fromkeys(categories))
+        if self.tables.tables is not None:
+            by_category = self.tables.tables.popular_by_category
+            return heapq.merge(*(by_category.get(c, []) for c in wanted), key=lambda pair: -pair[1])
+        category, chosen = self.tables.attributes.category, set(wanted)
+        return (pair for pair in self.tables.popular if category.get(pair[0]) in chosen)
 
     def _top_up(self, items: list[RecommendedItem], n: int, excluded: set[str]) -> list[RecommendedItem]:
         """Fewer candidates survived than asked for: fill with popular items, scored below every ranked one."""
@@ -289,11 +322,13 @@ class RecommendationPipeline:
 
     # -- per-request reads ------------------------------------------------------------------------------
     def _lookup(self, user_id: str, timings: dict[str, float]
-                ) -> tuple[dict[str, Any] | None, set[str], list[Activity]]:
-        """The catalog row, the "not interested" items and the session log, under one budget.
+                ) -> tuple[dict[str, Any] | None, bool | None, set[str], list[Activity]]:
+        """The catalog row, whether the catalog knows the user, the "not interested" items and the session
+        log, under one budget.
 
-        UnknownUserError when the catalog answers without the user; a row of None when the catalog is
-        unreachable or slow (the request is answered from what is available, unchecked).
+        `known` is False when the catalog answers without the user (a new user: never an error), None
+        when the catalog is unreachable or slow (the request is answered from what is available, unchecked).
+        Rows are read on every request, never cached: a `POST /users` shows in the very next answer.
         """
         def read() -> tuple[dict[str, Any] | None, bool, set[str], list[Activity]]:
             try:
@@ -309,10 +344,14 @@ class RecommendationPipeline:
         try:
             user, reachable, excluded, activity = self.runner.run("lookup", read, timings)
         except StageFailed:
-            return None, set(), []
-        if reachable and user is None:
-            raise UnknownUserError(user_id)
-        return user, excluded, activity
+            return None, None, set(), []
+        return user, (user is not None) if reachable else None, excluded, activity
+
+    def _has_history(self, user_id: str, timings: dict[str, float]) -> bool:
+        """Whether the stores hold events or an embedding of a user whose catalog row says none (a row no
+        consumer kept up to date): such a user is not new. Asked of registered new users only."""
+        history, vector = self._user_state(user_id, timings)
+        return bool(history) or vector is not None
 
     def _user_state(self, user_id: str, timings: dict[str, float]) -> tuple[list[str], np.ndarray | None]:
         """History and embedding under one budget: a hanging store leaves them out, it does not stall."""
@@ -353,6 +392,15 @@ def _timed(stage: str, started: float, timings: dict[str, float]) -> None:
     elapsed = time.perf_counter() - started
     STAGE_SECONDS.labels(stage).observe(elapsed)
     timings[stage] = round(elapsed * 1000.0, 3)
+
+
+def _is_new(user: dict[str, Any] | None, known: bool | None) -> bool:
+    """Nothing to personalize from: the catalog lacks the user, or has a row no event ever touched (no
+    interactions counted by an import, no last_active_at from the `users` consumer). Unchecked (catalog
+    down): not new, the full path decides."""
+    if known is None:
+        return False
+    return user is None or (not user.get("total_interactions") and user.get("last_active_at") is None)
 
 
 def _categories(value: object) -> list[str]:

@@ -6,7 +6,8 @@ under `session:{user_id}`; the session still open is the run of events with no g
 `streaming.session_gap_minutes` that reaches now. Its most recent positive items (`session_seeds`) seed
 the item-to-item neighbours; the best `session_slots` allowed ones that the user has not consumed take
 the top ranks with source and explanation `session`, and the rest of the list follows in its own order,
-without the items the session consumed. A live session outranks the precomputed list: the cached list is
+without the items the session consumed. The `pushdown_neighbours` nearest items of each item the session
+marked "not interested" are never picked and move to the bottom of the list. A live session outranks the precomputed list: the cached list is
 blended the same way, so a click shows in the very next answer, cached or not.
 """
 
@@ -49,16 +50,16 @@ class LiveSession:
         positive = [a.item_id for a in session if a.action not in NEGATIVE_ACTIONS]
         seeds = list(dict.fromkeys(reversed(positive)))[:self.seeds][::-1]  # distinct, newest last
         rest = [i for i in items if i.item_id not in touched]
+        dismissed = [a.item_id for a in session if a.action == "not_interested"]
+        sunk = self._near(dismissed)
         picks: list[str] = []
         if seeds and self.slots:
-            skip = set(touched) | set(excluded)
+            skip = set(touched) | set(excluded) | sunk
             for item, _ in self.neighbours.similar(seeds, self.slots * 4, skip, recency=0.8):
                 if allowed(item):
                     picks.append(item)
                 if len(picks) == self.slots:
                     break
-        dismissed = [a.item_id for a in session if a.action == "not_interested"]
-        sunk = self._near(dismissed) - set(picks)
         taken = set(picks)
         kept = [i for i in rest if i.item_id not in taken]
         kept = [i for i in kept if i.item_id not in sunk] + [i for i in kept if i.item_id in sunk]

@@ -1,7 +1,7 @@
 -- Catalog schema (PostgreSQL). Idempotent: every statement can run again.
 CREATE TABLE IF NOT EXISTS users (
     id BIGSERIAL PRIMARY KEY,
-    user_id VARCHAR(50) UNIQUE NOT NULL,
+    user_id VARCHAR(128) UNIQUE NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE DEFAULT NOW(),
     last_active_at TIMESTAMP WITH TIME ZONE,
     preferred_categories TEXT[],
@@ -37,7 +37,7 @@ CREATE INDEX IF NOT EXISTS idx_items_popularity ON items(interaction_count DESC)
 CREATE INDEX IF NOT EXISTS idx_items_new ON items(created_at DESC) WHERE is_new_item = TRUE;
 
 CREATE TABLE IF NOT EXISTS precomputed_recommendations (
-    user_id VARCHAR(50),
+    user_id VARCHAR(128),
     recommendation_type VARCHAR(50),
     item_id VARCHAR(50),
     rank INTEGER,
@@ -48,3 +48,16 @@ CREATE TABLE IF NOT EXISTS precomputed_recommendations (
     PRIMARY KEY (user_id, recommendation_type, rank)
 );
 CREATE INDEX IF NOT EXISTS idx_precomputed_expiry ON precomputed_recommendations(expires_at);
+
+-- User ids as long as the API takes (128): a database created with VARCHAR(50) is widened, once.
+DO $$
+DECLARE
+    target RECORD;
+BEGIN
+    FOR target IN SELECT table_name FROM information_schema.columns
+                  WHERE table_schema = current_schema() AND column_name = 'user_id'
+                    AND table_name IN ('users', 'precomputed_recommendations') AND character_maximum_length < 128
+    LOOP
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN user_id TYPE VARCHAR(128)', target.table_name);
+    END LOOP;
+END $$;

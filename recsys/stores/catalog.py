@@ -7,6 +7,7 @@ both checked by the same contract test.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,6 +72,24 @@ class CatalogStore(Store):
 
     @abstractmethod
     def get_user(self, user_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def upsert_user(
+        self, user_id: str, *, preferred_categories: Sequence[str] | None = None, language: str | None = None,
+        country: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update one user's profile (onboarding answers, profile edits) in one transaction.
+
+        A None keeps the stored value (an empty category list clears them); the row is marked
+        `onboarding_completed`, and a new one gets `created_at` now. Returns the stored row and whether
+        it was created.
+        """
+
+    @abstractmethod
+    def register_users(self, seen: Mapping[str, datetime]) -> None:
+        """Users seen in events, each with the time of their newest event: a bare row (created_at and
+        last_active_at that time) for each id the catalog lacks; on an existing row last_active_at moves
+        forward, never back, and nothing else changes. Idempotent: the same batch again changes nothing."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:

@@ -7,11 +7,12 @@ value goes in and comes out (`_to_db`, `_from_db`) and a transaction; the statem
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from recsys.stores.catalog import ITEM_COLUMNS, USER_COLUMNS, CatalogStore, Recommendation
+from recsys.stores.catalog import ITEM_COLUMNS, USER_COLUMNS, CatalogStore, Recommendation, on_conflict
 
 COUNTED = ("users", "items", "precomputed_recommendations")
 
@@ -46,6 +47,36 @@ class SqlCatalogStore(CatalogStore):
         row = self._db.execute(self._sql(f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?"),
                                (value,)).fetchone()
         return None if row is None else {c: self._from_db(c, v) for c, v in zip(columns, row)}
+
+    def upsert_user(
+        self, user_id: str, *, preferred_categories: Sequence[str] | None = None, language: str | None = None,
+        country: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        given: dict[str, Any] = {"preferred_categories": None if preferred_categories is None
+                                 else list(preferred_categories), "language": language, "country": country}
+        given = {c: v for c, v in given.items() if v is not None} | {"onboarding_completed": True}
+        columns = ("user_id", "created_at", *given)
+        values = (user_id, self._to_db("created_at", datetime.now(UTC)),
+                  *(self._to_db(c, v) for c, v in given.items()))
+        insert = (f"INSERT INTO users ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                  + on_conflict("users", "user_id", tuple(given)))
+        with self._transaction():
+            created = self.get_user(user_id) is None
+            self._db.execute(self._sql(insert), values)
+            row = self.get_user(user_id)
+        assert row is not None
+        return row, created
+
+    def register_users(self, seen: Mapping[str, datetime]) -> None:
+        if not seen:
+            return
+        rows = [(user_id, self._to_db("created_at", moment), self._to_db("last_active_at", moment))
+                for user_id, moment in sorted(seen.items())]  # one lock order for concurrent writers
+        with self._transaction():
+            self._db.cursor().executemany(self._sql(
+                "INSERT INTO users (user_id, created_at, last_active_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id) DO UPDATE SET last_active_at = excluded.last_active_at "
+                "WHERE users.last_active_at IS NULL OR users.last_active_at < excluded.last_active_at"), rows)
 
     def counts(self) -> dict[str, int]:
         return {table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]) for table in COUNTED}

@@ -117,3 +117,56 @@ def test_ids_alone_add_new_rows_and_leave_existing_ones(catalog: CatalogStore) -
     u1, u2 = catalog.get_user("u1"), catalog.get_user("u2")
     assert u1 is not None and u1["language"] == "fr"
     assert u2 is not None and u2["is_new_user"] is True and u2["total_interactions"] == 0
+
+
+def test_upsert_user_creates_then_updates_keeping_unspecified_values(catalog: CatalogStore) -> None:
+    row, created = catalog.upsert_user("u1", preferred_categories=["Drama", "Comedy"], language="fr", country="FR")
+    assert created is True
+    assert (row["user_id"], row["preferred_categories"], row["language"], row["country"]) == \
+        ("u1", ["Drama", "Comedy"], "fr", "FR")
+    assert row["onboarding_completed"] is True and row["is_new_user"] is True and row["total_interactions"] == 0
+    assert row["created_at"] is not None and row["last_active_at"] is None
+    again, created = catalog.upsert_user("u1", language="de")
+    assert created is False
+    assert again == {**row, "language": "de"}, "what was not given is kept, created_at too"
+    cleared, _ = catalog.upsert_user("u1", preferred_categories=[])
+    assert cleared["preferred_categories"] == [] and cleared["language"] == "de"
+    assert catalog.get_user("u1") == cleared and catalog.counts()["users"] == 1
+
+
+def test_upsert_user_keeps_what_events_and_imports_wrote(catalog: CatalogStore) -> None:
+    catalog.write(users=pd.DataFrame({"user_id": ["u1"], "last_active_at": [T0], "total_interactions": [12],
+                                      "engagement_level": ["low"], "is_new_user": [False]}))
+    row, created = catalog.upsert_user("u1", preferred_categories=["Drama"])
+    assert created is False and row["preferred_categories"] == ["Drama"]
+    assert (row["last_active_at"], row["total_interactions"], row["is_new_user"]) == (T0, 12, False)
+
+
+def test_long_user_ids_round_trip(catalog: CatalogStore) -> None:
+    user = "u" * 128  # as long as the API and the event topic take
+    catalog.upsert_user(user, language="en")
+    catalog.register_users({user: T0})
+    catalog.put_recommendations(user, "homepage", [Recommendation("m1", 1, 0.5)], T0, T0 + timedelta(hours=1))
+    stored = catalog.get_user(user)
+    assert stored is not None and stored["language"] == "en" and stored["last_active_at"] == T0
+    assert catalog.get_recommendations(user, "homepage", T0) == [Recommendation("m1", 1, 0.5)]
+
+
+def test_register_users_adds_bare_rows_and_only_moves_last_active_forward(catalog: CatalogStore) -> None:
+    catalog.upsert_user("known", preferred_categories=["Drama"], language="fr")
+    catalog.register_users({"known": T0, "new": T0 + timedelta(minutes=1)})
+    new, known = catalog.get_user("new"), catalog.get_user("known")
+    assert new is not None and known is not None
+    assert (new["created_at"], new["last_active_at"]) == (T0 + timedelta(minutes=1),) * 2
+    assert new["preferred_categories"] is None and new["is_new_user"] is True and new["total_interactions"] == 0
+    assert new["onboarding_completed"] is False
+    assert known["last_active_at"] == T0 and known["preferred_categories"] == ["Drama"] and known["language"] == "fr"
+    catalog.register_users({"known": T0, "new": T0 + timedelta(minutes=1)})  # the same batch again
+    assert catalog.get_user("new") == new and catalog.get_user("known") == known
+    catalog.register_users({"known": T0 - timedelta(days=1)})  # an older event, delivered late
+    assert catalog.get_user("known") == known
+    catalog.register_users({"known": T0 + timedelta(days=1)})
+    moved = catalog.get_user("known")
+    assert moved == {**known, "last_active_at": T0 + timedelta(days=1)}
+    catalog.register_users({})
+    assert catalog.counts()["users"] == 2

@@ -62,7 +62,8 @@ def test_n_max_is_allowed(fake_api: FakeApi) -> None:
     assert answer.status_code == 200 and len(answer.json()["items"]) == 200
 
 
-def test_unknown_user_is_404_with_message(fake_api: FakeApi) -> None:
+def test_a_not_found_error_of_the_service_is_404_with_message(fake_api: FakeApi) -> None:
+    """The error mapping: the real pipeline answers unknown users (cold start, tests/.../test_users.py)."""
     answer = fake_api.http.get("/recommendations", params={"user_id": "nobody"})
     assert answer.status_code == 404
     assert answer.json()["error"] == "unknown_user"
@@ -202,15 +203,15 @@ def test_rating_without_value_says_so(fake_api: FakeApi) -> None:
 
 @pytest.mark.parametrize("path, body", [
     ("/interactions", {**GOOD_EVENT, "user_id": "nobody"}),
-    ("/feedback", {"user_id": "nobody", "item_id": "i1", "kind": "not_interested"}),
     ("/feedback", {"user_id": "nobody", "item_id": "i1", "kind": "rating", "value": 3}),
 ])
-def test_events_of_unknown_users_are_404_and_publish_nothing(fake_api: FakeApi, path: str,
-                                                              body: dict[str, Any]) -> None:
+def test_events_of_unknown_users_are_accepted_and_published(fake_api: FakeApi, path: str,
+                                                            body: dict[str, Any]) -> None:
+    """A new user's first event creates them (the `users` consumer); the directory refuses no one."""
     answer = fake_api.http.post(path, json=body)
-    assert answer.status_code == 404
-    assert answer.json()["error"] == "unknown_user" and "nobody" in answer.json()["detail"]
-    assert fake_api.bus.events == [] and fake_api.service.excluded == set()
+    assert answer.status_code == 202, answer.text
+    [(kind, key, payload)] = fake_api.bus.events
+    assert (key, payload["user_id"], payload["event_id"]) == ("nobody", "nobody", answer.json()["event_id"])
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key", ""])
@@ -272,12 +273,14 @@ def test_metrics_count_requests_by_endpoint_and_status(fake_api: FakeApi) -> Non
 
 def test_openapi_documents_the_api(fake_api: FakeApi) -> None:
     spec = fake_api.http.get("/openapi.json").json()
-    assert {"/recommendations", "/interactions", "/feedback", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {"/recommendations", "/interactions", "/feedback", "/users", "/healthz", "/readyz"} <= set(spec["paths"])
     get = spec["paths"]["/recommendations"]["get"]
     n = next(p for p in get["parameters"] if p["name"] == "n")
     assert (n["schema"]["minimum"], n["schema"]["maximum"]) == (1, 200)
-    assert {"401", "404", "422", "429"} <= set(get["responses"])
+    assert {"401", "422", "429"} <= set(get["responses"]) and "404" not in get["responses"]  # cold start
     assert set(spec["paths"]["/interactions"]["post"]["responses"]) >= {"202", "413", "422", "503"}
+    assert "404" not in spec["paths"]["/interactions"]["post"]["responses"]
+    assert set(spec["paths"]["/users"]["post"]["responses"]) >= {"200", "201", "401", "422", "503"}
     action = spec["components"]["schemas"]["InteractionIn"]["properties"]["action_type"]
     assert "purchase" in action["enum"]
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]

@@ -38,7 +38,9 @@ def test_a_batch_has_k_rows_per_known_user_and_matches_the_online_answer(world: 
     users = [world.warm_user, world.cold_user, "unknown-user", world.warm_user]
     frame = recommend_batch(pipeline, users, k=7)
     assert tuple(frame.columns) == COLUMNS
-    assert frame.groupby("user_id").size().to_dict() == {world.warm_user: 7, world.cold_user: 7}
+    assert frame.groupby("user_id").size().to_dict() == {world.warm_user: 7, world.cold_user: 7, "unknown-user": 7}
+    rungs = frame.groupby("user_id")["degradation"].agg(set).to_dict()
+    assert rungs["unknown-user"] == rungs[world.cold_user] == {"cold_start"}  # new users: never an error
     online = pipeline.recommend(RecommendationRequest(world.warm_user, n=7), use_precomputed=False)
     assert frame[frame["user_id"] == world.warm_user]["item_id"].tolist() == [i.item_id for i in online.items]
     pipeline.close()

@@ -10,10 +10,9 @@ import pytest
 
 from bento_services.metrics import CACHE_LOOKUPS
 from bento_services.pipeline.assignment import assign
-from bento_services.pipeline.batch import precompute
+from bento_services.pipeline.batch import batch_settings, precompute
 from bento_services.pipeline.contracts import Degradation, RecommendationRequest
 from bento_services.pipeline.pipeline import build_pipeline
-from recsys.errors import UnknownUserError
 from recsys.models.candidates import CandidateGenerator
 from recsys.settings import ExperimentVariant
 from tests.bento_services.pipeline_data import FakeRanker, World, build_world, with_features
@@ -46,11 +45,12 @@ def test_a_warm_user_gets_unseen_items_with_provenance(world: World) -> None:
 
 
 def test_with_a_ranker_the_order_is_the_rankers(world: World, tmp_path: Path) -> None:
-    pipeline = build_pipeline(with_features(world, tmp_path), ranker=FakeRanker())
+    ranker = FakeRanker()
+    pipeline = build_pipeline(with_features(world, tmp_path), ranker=ranker)
     answer = pipeline.recommend(RecommendationRequest(world.warm_user, n=10))
     assert answer.degradation == Degradation.FULL and answer.model_version == "fake-ranker-1"
-    cold = pipeline.recommend(RecommendationRequest(world.cold_user, n=10))
-    assert cold.degradation == Degradation.FULL and cold.items
+    cold = pipeline.recommend(RecommendationRequest(world.cold_user, n=10))  # registered, never seen in an event
+    assert cold.degradation == Degradation.COLD_START and cold.items and ranker.calls == 1  # nothing to rank
     hits, misses = lookups("feature", "hit"), lookups("feature", "miss")
     pipeline.recommend(RecommendationRequest(world.warm_user, n=10))  # the user row is in layer 3 now
     assert lookups("feature", "hit") > hits and lookups("feature", "miss") == misses
@@ -66,11 +66,12 @@ def test_cold_start_uses_onboarding_categories(world: World) -> None:
     pipeline.close()
 
 
-def test_unknown_user_is_an_error(world: World) -> None:
-    pipeline = build_pipeline(world.settings)
-    with pytest.raises(UnknownUserError) as raised:
-        pipeline.recommend(RecommendationRequest("nobody-at-all"))
-    assert raised.value.http_status == 404
+def test_an_unknown_user_gets_the_cold_start_rung(world: World) -> None:
+    pipeline = build_pipeline(batch_settings(world.settings))  # budgets no busy machine runs past
+    answer = pipeline.recommend(RecommendationRequest("nobody-at-all", n=5))
+    assert answer.degradation == Degradation.COLD_START and answer.model_version == "popular"
+    popular = [i for i, _ in pipeline.tables.popular if pipeline.post.allowed(i, set())][:5]
+    assert [(i.item_id, i.explanation) for i in answer.items] == [(i, "popular") for i in popular]
     pipeline.close()
 
 
