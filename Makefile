@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo features test test-local services-up services-down services-status lint bench clean serve bento
+.PHONY: consumers install demo features test test-local services-up services-down services-status lint bench clean serve bento
 
 # constraints.txt pins every transitive package to the set the tests ran with.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -30,6 +30,11 @@ features: install
 # for the real servers). `bento` builds the Bento (service, packages, ranker and candidate models).
 serve: install
 	RECSYS_PROFILE=$(PROFILE) $(BIN)/python -m bento_services serve
+
+# The streaming consumers of interaction-events on Kafka (services profile), one process each, beside `make serve
+# PROFILE=services`; in `local` they run inside the API. `recsys consume --status` prints each group's lag.
+consumers: install
+	$(BIN)/recsys --profile services consume
 
 bento: install
 	RECSYS_PROFILE=$(PROFILE) $(BIN)/python -m bento_services build
@@ -75,4 +80,5 @@ bench: install services-up
 
 clean:
 	bash infra/services.sh down || true
+	bash infra/kafka_cluster.sh stop || true
 	rm -rf var
