@@ -87,7 +87,7 @@ def open_activity(settings: Settings, prefix: str) -> ActivityStore:
 
 
 #: Every consumer of `interaction-events`, by the name `recsys consume` takes (its group is prefix + name).
-CONSUMERS = ("store-writer", "lake-writer", "sessions", "users")
+CONSUMERS = ("store-writer", "lake-writer", "sessions", "users", "features")
 
 
 def open_consumer(settings: Settings, name: str) -> Consumer:
@@ -103,6 +103,13 @@ def open_consumer(settings: Settings, name: str) -> Consumer:
         from recsys.streaming.users import UserRegistrar
 
         return UserRegistrar(lambda: open_catalog(settings))
+    if name == "features":
+        from recsys.features.store import open_feature_store
+        from recsys.streaming.features import FeatureUpdater, item_categories
+
+        gap_ms = int(settings.streaming.session_gap_minutes * 60_000)
+        return FeatureUpdater(lambda: open_activity(settings, "recent"), lambda: open_feature_store(settings),
+                              lambda: item_categories(open_lake(settings)), gap_ms)
     raise ValueError(f"unknown consumer {name!r}; expected one of {', '.join(CONSUMERS)}")
 
 
@@ -131,10 +138,15 @@ def open_bus(settings: Settings, outcome: Outcome = ignore_outcome) -> EventBus:
 
         return KafkaBus(settings.kafka, serving.publish_retries, serving.publish_timeout_ms, outcome)
     from recsys.bus.in_process import InProcessBus
+    from recsys.features.realtime import PUSH_SOURCE
+    from recsys.features.store import registered
 
     bus = InProcessBus(serving.publish_retries, serving.publish_timeout_ms, outcome)
     for name in CONSUMERS:
-        bus.attach(open_consumer(settings, name))
+        # The feature updater needs an applied feature repository (`recsys feast-apply`); without one there
+        # is no online store to update.
+        if name != "features" or registered(settings, PUSH_SOURCE):
+            bus.attach(open_consumer(settings, name))
     return bus
 
 

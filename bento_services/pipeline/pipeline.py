@@ -40,7 +40,7 @@ from bento_services.pipeline.contracts import (
     RecommendationResponse,
     RecommendedItem,
 )
-from bento_services.pipeline.features import FeatureAssembler, open_assembler
+from bento_services.pipeline.features import FeatureAssembler, open_assembler, service_of
 from bento_services.pipeline.postprocess import PostProcessor, main_source
 from bento_services.pipeline.retrieve import Retriever, ServingTables, current_folder, load_serving_tables
 from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
@@ -425,7 +425,14 @@ def build_pipeline(settings: Settings, *, candidates_dir: Path | None = None, ra
         if variant.ranker_version is not None and variant.ranker_version not in rankers:
             log.warning("variant %s asks for ranker %s, which is not loaded: it gets the default ranker",
                         variant.name, variant.ranker_version)
-    assembler = open_assembler(settings) if ranker is not None or rankers else None
+    # One assembler, for the service the default ranker was trained on; a variant's ranker trained on another
+    # service fails its ranking stage and answers from candidate scores (logged).
+    service = service_of(ranker if ranker is not None else next(iter(rankers.values()), None))
+    for version, other in rankers.items():
+        if service_of(other) != service:
+            log.warning("ranker %s reads %s, not %s: its variant gets candidate scores", version, service_of(other),
+                        service)
+    assembler = open_assembler(settings, service) if ranker is not None or rankers else None
     pipeline = RecommendationPipeline(settings, tables, ranker, assembler, rankers)
     if candidates_dir is None:
         pipeline.watch_current()
