@@ -33,6 +33,7 @@ class Recsys:
     def __init__(self) -> None:
         from bento_services.api.directory import CatalogUsers
         from bento_services.api.http import create_app
+        from bento_services.api.lag import consumer_lag
         from bento_services.metrics import count_published
         from bento_services.pipeline.pipeline import build_pipeline
         from bento_services.pipeline.rankers import load_rankers
@@ -43,7 +44,8 @@ class Recsys:
                                        variant_rankers=variants)
         self.bus = open_bus(SETTINGS, count_published)
         self.users = CatalogUsers(SETTINGS)
-        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users))
+        self.lag = consumer_lag(SETTINGS)
+        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users, lag=self.lag))
 
     @bentoml.on_startup
     def freeze_heap(self) -> None:
@@ -55,6 +57,8 @@ class Recsys:
         self.pipeline.close()
         self.bus.close()
         self.users.close()
+        if self.lag is not None:
+            self.lag.close()
 
 
 Recsys.add_asgi_middleware(hosting.OwnRoutes, api=API, paths=ENDPOINTS)  # type: ignore[attr-defined]  # a Service

@@ -26,9 +26,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bento_services.api.auth import API_KEY_HEADER, ApiKeyGate
 from bento_services.api.directory import UserDirectory
+from bento_services.api.lag import ConsumerLag
 from bento_services.api.schemas import (
     MAX_ID_LENGTH,
     Accepted,
+    ConsumersOut,
     ErrorOut,
     FeedbackIn,
     Health,
@@ -64,12 +66,13 @@ _CONTEXT_ARG = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGT
 
 
 def create_app(settings: Settings, service: RecommendationService, bus: EventBus, *,
-               users: UserDirectory | None = None, close_on_shutdown: bool = False) -> FastAPI:
+               users: UserDirectory | None = None, lag: ConsumerLag | None = None,
+               close_on_shutdown: bool = False) -> FastAPI:
     """The API over `service` and `bus`.
 
     `users` is where `POST /users` writes profiles (503 without one). Events of any user are accepted: a
     new user's first event creates them (the `users` consumer). With `close_on_shutdown` the app closes
-    service, bus and directory when it stops.
+    service, bus and directory when it stops. `lag`, when given, is reported by `/readyz`.
     """
 
     @asynccontextmanager
@@ -80,6 +83,8 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
             bus.close()
             if users is not None:
                 users.close()
+            if lag is not None:
+                lag.close()
 
     def accept(kind: str, event: InteractionIn | FeedbackIn) -> Accepted:
         """Apply not-interested, publish: one trip to the thread pool."""
@@ -156,7 +161,9 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         """Each dependency and whether it is usable now; 503 unless all are."""
         checks = {**await run_in_threadpool(service.readiness), "event_bus": await run_in_threadpool(bus.ready)}
         ready = all(checks.values())
-        return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(), status_code=200 if ready else 503)
+        consumers = ConsumersOut.model_validate(lag.report()) if lag is not None else None
+        return JSONResponse(Readiness(ready=ready, checks=checks, consumers=consumers).model_dump(),
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
@@ -174,6 +181,7 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
     and the experiments' versions); with none there, answers come from candidate scores.
     """
     from bento_services.api.directory import CatalogUsers
+    from bento_services.api.lag import consumer_lag
     from bento_services.pipeline.pipeline import build_pipeline
     from recsys.backends import open_bus
 
@@ -185,7 +193,7 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
         variants = {}
     service = build_pipeline(settings, candidates_dir=candidates_dir, ranker=ranker, variant_rankers=variants)
     return create_app(settings, service, open_bus(settings, count_published), users=CatalogUsers(settings),
-                      close_on_shutdown=True)
+                      lag=consumer_lag(settings), close_on_shutdown=True)
 
 
 def _recommendations(answer: RecommendationResponse) -> Response:

@@ -226,6 +226,14 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class ConsumersOut(BaseModel):
+    lag: dict[str, int] | None = Field(description="events each consumer group has not committed; null: unknown")
+    threshold: int
+    within_threshold: bool | None
+
+
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, bool]
+    consumers: ConsumersOut | None = Field(None, description="the streaming consumers' lag (services profile); "
+                                                              "reported, not a condition of readiness")

@@ -7,8 +7,9 @@ under `session:{user_id}`; the session still open is the run of events with no g
 the item-to-item neighbours; the best `session_slots` allowed ones that the user has not consumed take
 the top ranks with source and explanation `session`, and the rest of the list follows in its own order,
 without the items the session consumed. The `pushdown_neighbours` nearest items of each item the session
-marked "not interested" are never picked and move to the bottom of the list. A live session outranks the precomputed list: the cached list is
-blended the same way, so a click shows in the very next answer, cached or not.
+marked "not interested" are never picked and move to the bottom of the list. A live session outranks the
+precomputed list: the cached list is blended the same way, so a click shows in the very next answer,
+cached or not.
 """
 
 from __future__ import annotations

@@ -171,3 +171,22 @@ def test_a_store_that_goes_away_stops_the_commits_and_the_consumer_catches_up_af
     finally:
         if proxy_up:
             proxy.stop()
+
+
+def test_the_lag_readyz_reports_follows_each_group(settings: Settings) -> None:
+    from bento_services.api.lag import ConsumerLag
+
+    sent = events(users=5, per_user=20)
+    produce(settings, sent)
+    watch = ConsumerLag(settings.model_copy(update={
+        "streaming": settings.streaming.model_copy(update={"lag_threshold": 50})}), every_seconds=0.2)
+    try:
+        wait_until(lambda: watch.report()["lag"] is not None, 30, "the lag was read")
+        report = watch.report()
+        assert report["lag"] == {name: len(sent) for name in report["lag"]}  # type: ignore[union-attr]
+        assert report["within_threshold"] is False and report["threshold"] == 50
+        with members(settings, ["sessions"]):
+            wait_until(lambda: watch.report()["lag"]["sessions"] == 0, 60, "the sessions group caught up")  # type: ignore[index]
+        assert watch.report()["lag"]["store-writer"] == len(sent)  # type: ignore[index]  # not running: behind
+    finally:
+        watch.close()

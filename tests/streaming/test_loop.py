@@ -101,6 +101,11 @@ def test_a_click_changes_the_next_answer_within_a_second(loop: Loop) -> None:
     near = {i for i, _ in loop.neighbours.similar([clicked], 10, {clicked})}
     assert items[0]["item_id"] in near  # type: ignore[index]
     assert clicked not in ids(after)  # what the session consumed is not proposed again
+    consumers = loop.http.get("/readyz").json()["consumers"]
+    if loop.world.settings.profile == "services":  # the groups' lag, reported beside the checks
+        assert consumers["threshold"] == loop.world.settings.streaming.lag_threshold and "lag" in consumers
+    else:
+        assert consumers is None  # the consumers run inside POST /interactions
 
 
 def test_not_interested_sinks_the_items_near_it(loop: Loop) -> None:
