@@ -34,7 +34,6 @@ from ingestion.importer import Importer
 from ingestion.sources import Chunk, Source
 from ingestion.validation import DataFile
 from recsys.backends import open_catalog, open_interactions, open_lake
-from recsys.errors import UnknownUserError
 from recsys.features.store import apply_repo, open_feature_store
 from recsys.settings import Settings
 from training.ranker_data import request_times
@@ -128,11 +127,7 @@ class ServedPipeline:
         self.degradations = {}
         for user in users:
             at = self.request_at.get(user, fallback).to_pydatetime()
-            try:
-                answer = self.pipeline.recommend(RecommendationRequest(user, n=k, at=at), use_precomputed=False)
-            except UnknownUserError:
-                out[user] = []
-                continue
+            answer = self.pipeline.recommend(RecommendationRequest(user, n=k, at=at), use_precomputed=False)
             out[user] = [item.item_id for item in answer.items]
             level = answer.degradation.value
             self.degradations[level] = self.degradations.get(level, 0) + 1

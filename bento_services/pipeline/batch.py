@@ -17,7 +17,7 @@ from bento_services.pipeline.contracts import RecommendationRequest
 from bento_services.pipeline.pipeline import RecommendationPipeline
 from bento_services.pipeline.stages import DEFAULT_BUDGETS_MS
 from recsys.backends import open_lake
-from recsys.errors import InvalidInputError, UnknownUserError
+from recsys.errors import InvalidInputError
 from recsys.progress import progress
 from recsys.settings import Settings
 from recsys.stores.catalog import Recommendation
@@ -28,7 +28,7 @@ FORMATS = (".csv", ".parquet")
 #: A batch job computes; it has no client waiting, so its stages get a generous budget.
 BATCH_STAGE_TIMEOUT_MS = 30_000.0
 #: Rungs that mean "we could not compute a list": never written to layer 1 as if they were one.
-NOT_COMPUTED = ("precomputed", "popular")
+NOT_COMPUTED = ("precomputed", "popular", "cold_start")
 
 
 def batch_settings(settings: Settings) -> Settings:
@@ -42,17 +42,13 @@ def batch_settings(settings: Settings) -> Settings:
 
 def recommend_batch(pipeline: RecommendationPipeline, users: Iterable[str], k: int,
                     show_progress: bool = False, as_of: datetime | None = None) -> pd.DataFrame:
-    """One row per (user, rank); users the catalog does not know are left out. `as_of` is the request time
-    every list is computed at (replays and backfills); None is now."""
+    """One row per (user, rank); users the catalog does not know get their cold-start rows. `as_of` is the
+    request time every list is computed at (replays and backfills); None is now."""
     wanted = list(dict.fromkeys(str(u) for u in users))
     rows: list[tuple[object, ...]] = []
     with progress("recommending", total=len(wanted), enabled=show_progress) as advance:
         for user_id in wanted:
-            try:
-                answer = pipeline.recommend(RecommendationRequest(user_id, n=k, at=as_of), use_precomputed=False)
-            except UnknownUserError:
-                advance(1)
-                continue
+            answer = pipeline.recommend(RecommendationRequest(user_id, n=k, at=as_of), use_precomputed=False)
             rows += [(user_id, item.rank, item.item_id, item.score, item.source, item.explanation,
                       answer.degradation.value, answer.variant, answer.model_version) for item in answer.items]
             advance(1)

@@ -62,9 +62,11 @@ def test_files_round_trip(world: World, tmp_path: Path, suffix: str) -> None:
 def test_precompute_writes_layer_one(world: World) -> None:
     pipeline = build_pipeline(world.settings)
     moment = datetime.now(UTC)
-    assert precompute(pipeline, [world.warm_user, world.cold_user], k=6, computed_at=moment) == 2
+    # a cold-start list is not stored: it is computed live, so that a profile update shows at once
+    assert precompute(pipeline, [world.warm_user, world.cold_user], k=6, computed_at=moment) == 1
     with open_catalog(world.settings) as catalog:
         stored = catalog.get_recommendations(world.warm_user, KIND, moment)
+        assert catalog.get_recommendations(world.cold_user, KIND, moment) == []
     assert [r.rank for r in stored] == [1, 2, 3, 4, 5, 6]
     assert pipeline.recommend(RecommendationRequest(world.warm_user, n=6)).cached
     pipeline.close()
