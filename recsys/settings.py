@@ -167,6 +167,8 @@ class StreamingSettings(_Section):
     session_slots: int = Field(3, ge=0, description="top slots of an answer given to items near the live session")
     session_seeds: int = Field(5, ge=1, description="most recent session items whose neighbours are proposed")
     pushdown_neighbours: int = Field(20, ge=0, description="near neighbours of a not-interested item pushed down")
+    fold_in_after: int = Field(3, ge=1, description="interactions after which a user with no stored vector gets "
+                               "one folded in from their items' vectors, before the nightly run")
 
 
 class Settings(BaseSettings):

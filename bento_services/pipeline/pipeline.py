@@ -189,6 +189,8 @@ class RecommendationPipeline:
         if activity:  # the recent events, which the interaction store may not hold yet
             known = set(history)
             history = history + [i for i in dict.fromkeys(a.item_id for a in activity) if i not in known]
+        if vector is None and self.retriever is not None and len(history) >= self.settings.streaming.fold_in_after:
+            vector = self.retriever.fold_in(history)  # a new user: no nightly run yet
         onboarding = _categories(user.get("preferred_categories") if user else None)
         try:
             if self.retriever is None:

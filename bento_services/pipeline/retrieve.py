@@ -34,6 +34,7 @@ from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 FRESH_DAYS = 30
+FOLD_IN_ITEMS = 50
 
 
 @dataclass
@@ -138,6 +139,15 @@ class Retriever:
                  onboarding: Sequence[str]) -> list[Candidate]:
         """Candidates best first; `history` oldest first. A user with neither vector nor history is a cold start."""
         return self.generator.generate(user_vector, list(history), consumed, onboarding_categories=onboarding)
+
+    def fold_in(self, history: Sequence[str], last: int = FOLD_IN_ITEMS) -> np.ndarray | None:
+        """A user vector from the user's items (the normalized mean of the newest `last` known ones), for a
+        user the nightly run has not embedded yet; None when none of them has a vector."""
+        rows = [self._rows[i] for i in history[-last:] if i in self._rows]
+        if not rows:
+            return None
+        centre = self._matrix[rows].mean(axis=0)
+        return (centre / max(float(np.linalg.norm(centre)), 1e-12)).astype(np.float32)
 
     def embedding_scores(self, user_vector: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
         """User-item inner products of the two-tower model; 0 where either side has no vector."""

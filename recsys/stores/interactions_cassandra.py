@@ -28,7 +28,7 @@ from recsys.stores.interactions import (
     user_frame,
 )
 
-#: Rows per unlogged batch; every batch holds one partition, so it is one mutation on the server.
+#: Rows per unlogged batch; a batch holds rows of one replica (`_execute`).
 BATCH_ROWS = 25
 
 
@@ -95,18 +95,27 @@ class CassandraInteractionStore(InteractionStore):
         return len(events)
 
     def _execute(self, statement: PreparedStatement, rows: list[tuple[Any, ...]], partition: Any) -> None:
-        """Group rows by partition into small unlogged batches and run them concurrently."""
+        """Small unlogged batches of rows that share their first replica, run concurrently.
+
+        Rows of one partition stay together (same replica); rows of different partitions on the same
+        replica share a batch too, which that node applies without forwarding: with many partitions of one
+        row each (live events of many users) this is several times fewer requests than a batch per
+        partition (the store writer: 4.4k -> see bench/results/streaming_throughput.json events/s).
+        """
         rows.sort(key=partition)
-        batches: list[BatchStatement] = []
-        current: BatchStatement | None = None
-        current_key: object = None
+        metadata = self._cluster.metadata
+        keyspace = self._settings.keyspace
+        groups: dict[object, list[BatchStatement]] = {}
         for row in rows:
-            key = partition(row)
-            if current is None or key != current_key or len(current) >= BATCH_ROWS:
-                current = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
-                batches.append(current)
-                current_key = key
-            current.add(statement, row)
+            bound = statement.bind(row)
+            replicas = metadata.get_replicas(keyspace, bound.routing_key)
+            replica = replicas[0] if replicas else None
+            batches = groups.setdefault(replica, [])
+            if not batches or len(batches[-1]) >= BATCH_ROWS:
+                batches.append(BatchStatement(batch_type=BatchType.UNLOGGED,
+                                              consistency_level=ConsistencyLevel.LOCAL_QUORUM))
+            batches[-1].add(bound)
+        batches = [batch for group in groups.values() for batch in group]
         results = execute_concurrent(
             self._session, ((b, ()) for b in batches),
             concurrency=self._settings.write_concurrency, raise_on_first_error=True,

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from recsys.stores.activity import Activity, ActivityStore
+from recsys.stores.base import Store
 from recsys.stores.interactions import InteractionStore
 from recsys.stores.lake import Lake
 from recsys.streaming.decode import action_of, event_time, interaction_rows, millis
 
 Event = dict[str, Any]
+S = TypeVar("S", bound=Store)
 
 
 class Consumer(Protocol):
@@ -36,33 +38,46 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
-class StoreWriter:
-    """Interactions (and ratings as `rate`) into the interaction store."""
+class StoreConsumer(Generic[S]):
+    """A consumer writing to one store, opened on first use (and migrated, for stores that have a schema);
+    a failed write closes it, so the retry reconnects (a driver session may not survive a server restart)."""
 
-    name = "store-writer"
-
-    def __init__(self, open_store: Callable[[], InteractionStore]) -> None:
+    def __init__(self, open_store: Callable[[], S]) -> None:
         self._open_store = open_store
-        self._store: InteractionStore | None = None
+        self._store: S | None = None
 
-    def handle(self, events: list[Event]) -> None:
-        rows = interaction_rows(events)
-        if rows.empty:
-            return
+    def write(self, operation: Callable[[S], object]) -> None:
         if self._store is None:
             store = self._open_store()
-            store.migrate()
+            try:
+                migrate = getattr(store, "migrate", None)
+                if migrate is not None:
+                    migrate()
+            except Exception:
+                store.close()
+                raise
             self._store = store
         try:
-            self._store.write(rows)
+            operation(self._store)
         except Exception:
-            self.close()  # reconnect on the retry: a driver session may not survive a server restart
+            self.close()
             raise
 
     def close(self) -> None:
         if self._store is not None:
             store, self._store = self._store, None
             store.close()
+
+
+class StoreWriter(StoreConsumer[InteractionStore]):
+    """Interactions (and ratings as `rate`) into the interaction store."""
+
+    name = "store-writer"
+
+    def handle(self, events: list[Event]) -> None:
+        rows = interaction_rows(events)
+        if not rows.empty:
+            self.write(lambda store: store.write(rows))
 
 
 class LakeWriter:
@@ -92,28 +107,12 @@ def activities(events: list[Event]) -> dict[str, list[Activity]]:
     return by_user
 
 
-class SessionAggregator:
+class SessionAggregator(StoreConsumer[ActivityStore]):
     """The user's recent activity under `session:{user_id}`; serving cuts the live session out of it."""
 
     name = "sessions"
 
-    def __init__(self, open_store: Callable[[], ActivityStore]) -> None:
-        self._open_store = open_store
-        self._store: ActivityStore | None = None
-
     def handle(self, events: list[Event]) -> None:
         by_user = activities(events)
-        if not by_user:
-            return
-        if self._store is None:
-            self._store = self._open_store()
-        try:
-            self._store.append(by_user)
-        except Exception:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._store is not None:
-            store, self._store = self._store, None
-            store.close()
+        if by_user:
+            self.write(lambda store: store.append(by_user))

@@ -10,11 +10,10 @@ events, which is how serving tells a new user (cold start) from a returning one 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 from recsys.stores.catalog import CatalogStore
-from recsys.streaming.consumers import Event
+from recsys.streaming.consumers import Event, StoreConsumer
 from recsys.streaming.decode import event_time
 
 
@@ -29,34 +28,12 @@ def newest_by_user(events: list[Event]) -> dict[str, datetime]:
     return seen
 
 
-class UserRegistrar:
+class UserRegistrar(StoreConsumer[CatalogStore]):
     """Users seen in events into the catalog (`register_users`); the catalog is opened (and migrated) lazily."""
 
     name = "users"
 
-    def __init__(self, open_catalog: Callable[[], CatalogStore]) -> None:
-        self._open_catalog = open_catalog
-        self._catalog: CatalogStore | None = None
-
     def handle(self, events: list[Event]) -> None:
         seen = newest_by_user(events)
-        if not seen:
-            return
-        if self._catalog is None:
-            catalog = self._open_catalog()
-            try:
-                catalog.migrate()
-            except Exception:
-                catalog.close()
-                raise
-            self._catalog = catalog
-        try:
-            self._catalog.register_users(seen)
-        except Exception:
-            self.close()  # reconnect on the retry: a connection may not survive a server restart
-            raise
-
-    def close(self) -> None:
-        if self._catalog is not None:
-            catalog, self._catalog = self._catalog, None
-            catalog.close()
+        if seen:
+            self.write(lambda catalog: catalog.register_users(seen))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +28,7 @@ from bento_services.pipeline.contracts import (
 )
 from recsys.errors import UnknownUserError
 from recsys.settings import Settings
+from tests.conftest import make_settings
 
 API_KEY = "test-key"
 
@@ -55,6 +58,27 @@ def served(app: FastAPI) -> Iterator[str]:
 
 def client(base_url: str, key: str | None = API_KEY) -> httpx.Client:
     return httpx.Client(base_url=base_url, headers={"X-API-Key": key} if key else {}, timeout=30)
+
+
+def live_settings(profile: str, tmp_path: Path, request: pytest.FixtureRequest, name: str, redis_db: int
+                  ) -> Settings:
+    """Settings for a test of the whole API: in `services`, Kafka is checked, and the test gets a private
+    PostgreSQL database, its own Redis database, and a topic, dead-letter topic and consumer groups of its
+    own (`name` + a random tag; 4 partitions, short lingering)."""
+    settings = make_settings(profile, tmp_path)
+    if profile != "services":
+        return settings
+    request.getfixturevalue("kafka_up")
+    database = request.getfixturevalue("private_database")
+    tag = f"test-{name}-{uuid.uuid4().hex[:8]}"
+    return settings.model_copy(update={
+        "postgres": settings.postgres.model_copy(update={"database": database}),
+        "redis": settings.redis.model_copy(update={"db": redis_db}),
+        "kafka": settings.kafka.model_copy(update={"topic": tag}),
+        "streaming": settings.streaming.model_copy(update={
+            "dlq_topic": f"{tag}.dlq", "group_prefix": f"{tag}-", "partitions": 4, "batch_linger_ms": 20,
+            "backoff_max_seconds": 1.0}),
+    })
 
 
 def api_settings(base: Settings, **serving: Any) -> Settings:

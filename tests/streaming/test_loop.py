@@ -23,10 +23,9 @@ from bento_services.pipeline.batch import precompute
 from bento_services.pipeline.pipeline import build_pipeline
 from recsys.models.neighbours import ItemNeighbours
 from recsys.streaming.topics import ensure_topics
-from tests.bento_services.conftest import api_settings, client, served
+from tests.bento_services.conftest import api_settings, client, live_settings, served
 from tests.bento_services.pipeline_data import World, build_world
-from tests.conftest import make_settings
-from tests.streaming.helpers import members, own_streams, wait_until
+from tests.streaming.helpers import members, wait_until
 
 REDIS_DB = 13
 
@@ -40,15 +39,10 @@ class Loop:
 
 @pytest.fixture
 def loop(profile: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Loop]:
-    settings = make_settings(profile, tmp_path)
+    settings = live_settings(profile, tmp_path, request, "loop", REDIS_DB)
     if profile == "services":
-        request.getfixturevalue("kafka_up")
-        database = request.getfixturevalue("private_database")
-        settings = own_streams(settings.model_copy(update={
-            "postgres": settings.postgres.model_copy(update={"database": database}),
-            "redis": settings.redis.model_copy(update={"db": REDIS_DB}),
-            "cassandra": settings.cassandra.model_copy(update={"keyspace": f"loop_{uuid.uuid4().hex[:8]}"}),
-        }), "loop")
+        cassandra = settings.cassandra.model_copy(update={"keyspace": f"loop_{uuid.uuid4().hex[:8]}"})
+        settings = settings.model_copy(update={"cassandra": cassandra})
     settings = api_settings(settings, publish_timeout_ms=2000.0)
     if profile == "services":  # the session logs of an earlier test's users (same ids) must not leak in
         from recsys.stores.redis_client import fail_fast_client

@@ -6,7 +6,6 @@ artifact; no ranker, so full answers come from candidate scores.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,8 @@ import httpx
 import pytest
 
 from bento_services.api.http import app_from_settings
-from tests.bento_services.conftest import api_settings, client, read_topic, served, with_topic
+from tests.bento_services.conftest import api_settings, client, live_settings, read_topic, served
 from tests.bento_services.pipeline_data import World, build_world
-from tests.conftest import make_settings
 
 REDIS_DB = 12  # the API tests' own Redis database on the shared server
 
@@ -30,14 +28,7 @@ class Live:
 
 @pytest.fixture
 def live(profile: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
-    settings = make_settings(profile, tmp_path)
-    if profile == "services":
-        request.getfixturevalue("kafka_up")
-        database = request.getfixturevalue("private_database")
-        settings = with_topic(settings.model_copy(update={
-            "postgres": settings.postgres.model_copy(update={"database": database}),
-            "redis": settings.redis.model_copy(update={"db": REDIS_DB}),
-        }), f"test-live-{uuid.uuid4().hex[:8]}")
+    settings = live_settings(profile, tmp_path, request, "live", REDIS_DB)
     settings = api_settings(settings, publish_timeout_ms=2000.0)
     world = build_world(settings, tmp_path)
     with served(app_from_settings(settings)) as url, client(url) as http:

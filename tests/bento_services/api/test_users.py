@@ -25,9 +25,16 @@ from recsys.backends import open_catalog, open_consumer, open_interactions
 from recsys.models.neighbours import ItemNeighbours
 from recsys.settings import Settings
 from recsys.streaming.decode import validate
-from tests.bento_services.conftest import FakeService, RecordingBus, api_settings, client, closed_port, served
+from tests.bento_services.conftest import (
+    FakeService,
+    RecordingBus,
+    api_settings,
+    client,
+    closed_port,
+    live_settings,
+    served,
+)
 from tests.bento_services.pipeline_data import World, build_world
-from tests.conftest import make_settings
 
 REDIS_DB = 12  # the API tests' own Redis database on the shared server (user ids here are unique per test)
 
@@ -100,18 +107,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) ->
 
 @pytest.fixture
 def live(profile: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
-    settings = make_settings(profile, tmp_path)
-    if profile == "services":
-        request.getfixturevalue("kafka_up")
-        database = request.getfixturevalue("private_database")
-        tag = f"test-users-{uuid.uuid4().hex[:8]}"
-        settings = settings.model_copy(update={
-            "postgres": settings.postgres.model_copy(update={"database": database}),
-            "redis": settings.redis.model_copy(update={"db": REDIS_DB}),
-            "kafka": settings.kafka.model_copy(update={"topic": tag}),
-            "streaming": settings.streaming.model_copy(update={
-                "dlq_topic": f"{tag}.dlq", "group_prefix": f"{tag}-", "partitions": 2, "batch_linger_ms": 20}),
-        })
+    settings = live_settings(profile, tmp_path, request, "users", REDIS_DB)
     # Budgets no busy test machine runs past: these tests are about which rung answers, not about timeouts.
     settings = api_settings(settings, publish_timeout_ms=2000.0, stage_timeout_ms={
         stage: 5000.0 for stage in ("lookup", "precomputed", "user_state", "candidates", "features", "ranking")})

@@ -188,3 +188,38 @@ def test_more_asked_than_candidates_is_topped_up_with_popular_items(world: World
     assert [i.rank for i in answer.items] == list(range(1, len(ids) + 1))
     assert [i.score for i in answer.items] == sorted((i.score for i in answer.items), reverse=True)
     pipeline.close()
+
+
+def test_a_user_without_a_stored_vector_gets_one_folded_in_after_a_few_interactions(world: World) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from recsys.backends import open_catalog, open_interactions
+    from recsys.events import INTERACTION_COLUMNS
+
+    user, items = "fold-in-user", [str(i) for i in world.items["item_id"][:3]]
+    with open_catalog(world.settings) as catalog:
+        catalog.write(users=pd.DataFrame({"user_id": [user], "preferred_categories": [[]]}))
+    pipeline = build_pipeline(world.settings)
+    assert pipeline.retriever is not None
+    seen: list[object] = []
+    retrieve = pipeline.retriever.retrieve
+    pipeline.retriever.retrieve = lambda vector, *rest: seen.append(vector) or retrieve(vector, *rest)  # type: ignore[method-assign]
+    wanted = world.settings.streaming.fold_in_after
+    for count in range(1, len(items) + 1):
+        with open_interactions(world.settings) as store:
+            store.write(pd.DataFrame([{
+                "event_id": f"fold-{count}", "user_id": user, "item_id": items[count - 1],
+                "event_time": pd.Timestamp("2026-01-05", tz="UTC") + pd.Timedelta(minutes=count),
+                "action_type": "click", "value": np.nan, "session_id": None, "context": None,
+            }], columns=list(INTERACTION_COLUMNS)))
+        pipeline.recommend(RecommendationRequest(user, n=5))
+        vector = seen[-1] if seen else None
+        if count < wanted:
+            assert vector is None, count
+        else:
+            rows = [pipeline.retriever._rows[i] for i in items[:count]]
+            centre = pipeline.retriever._matrix[rows].mean(axis=0)
+            assert np.allclose(vector, centre / np.linalg.norm(centre), atol=1e-6)  # type: ignore[arg-type]
+    assert len(seen) >= 1
+    pipeline.close()
