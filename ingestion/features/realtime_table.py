@@ -10,24 +10,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.features.realtime import INT_FEATURES, realtime_history
+from recsys.features.realtime import realtime_history, to_arrow
 from recsys.stores.lake import Lake
 from recsys.streaming.features import item_categories
 
 TABLE = "user_realtime"
-_TIME = pa.timestamp("us", tz="UTC")
-SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("event_timestamp", _TIME), ("created_timestamp", _TIME),
-    *((name, pa.int64()) for name in INT_FEATURES),
-    ("last_items", pa.list_(pa.string())), ("last_categories", pa.list_(pa.string())),
-    ("session_started_at", _TIME), ("last_event_at", _TIME), ("last_item_id", pa.string()),
-    ("last_action", pa.string()),
-])
-
-
 def write_realtime_table(lake: Lake, output: Path, as_of: datetime | None = None) -> int:
     """Rebuild `output/user_realtime` from the lake (events up to `as_of`); returns the rows written."""
     events = lake.interactions(columns=["event_id", "user_id", "item_id", "event_time", "action_type"]).to_pandas()
@@ -35,9 +24,7 @@ def write_realtime_table(lake: Lake, output: Path, as_of: datetime | None = None
         events = events[events["event_time"] <= pd.Timestamp(as_of)]
     history = realtime_history(events, item_categories(lake))
     history["created_timestamp"] = history["event_timestamp"]
-    for name in ("event_timestamp", "created_timestamp", "session_started_at", "last_event_at"):
-        history[name] = pd.to_datetime(history[name], utc=True).dt.as_unit("us")
-    table = pa.Table.from_pandas(history[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+    table = to_arrow(history)
     target = output / TABLE
     tmp = target.with_name(f".{TABLE}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

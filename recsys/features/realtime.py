@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recsys.stores.activity import KEEP_MS, MAX_EVENTS, Activity, current_session
 
@@ -39,6 +40,15 @@ INT_FEATURES = tuple(f"events_{w}" for w in WINDOWS) + tuple(f"{a}_{w}" for a in
     "session_events",)
 FEATURES = (*INT_FEATURES, "last_items", "last_categories", "session_started_at", "last_event_at", "last_item_id",
             "last_action")
+_TIME = pa.timestamp("us", tz="UTC")
+#: The view's rows as Arrow: the offline table's schema and what the feature updater writes online.
+SCHEMA = pa.schema([
+    ("user_id", pa.string()), ("event_timestamp", _TIME), ("created_timestamp", _TIME),
+    *((name, pa.int64()) for name in INT_FEATURES),
+    ("last_items", pa.list_(pa.string())), ("last_categories", pa.list_(pa.string())),
+    ("session_started_at", _TIME), ("last_event_at", _TIME), ("last_item_id", pa.string()),
+    ("last_action", pa.string()),
+])
 assert WINDOWS["1d"] <= KEEP_MS  # the log holds every event the widest window counts
 
 
@@ -71,6 +81,14 @@ def realtime_features(user_id: str, log: Sequence[Activity], categories: Mapping
 def _categories_of(items: Sequence[str], categories: Mapping[str, str]) -> list[str]:
     found = (categories.get(i) or "" for i in items)
     return [c for c in dict.fromkeys(found) if c][:LAST_CATEGORIES]
+
+
+def to_arrow(rows: pd.DataFrame) -> pa.Table:
+    """Feature rows (`realtime_features` / `realtime_history`, with `created_timestamp`) as `SCHEMA`."""
+    rows = rows.copy()
+    for name in ("event_timestamp", "created_timestamp", "session_started_at", "last_event_at"):
+        rows[name] = pd.to_datetime(rows[name], utc=True).dt.as_unit("us")
+    return pa.Table.from_pandas(rows[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
 
 def realtime_history(events: pd.DataFrame, categories: Mapping[str, str],

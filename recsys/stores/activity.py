@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from recsys.stores.base import Store
 
@@ -25,8 +25,9 @@ MAX_EVENTS = 200
 NEGATIVE_ACTIONS = frozenset({"skip", "not_interested", "report"})
 
 
-@dataclass(frozen=True)
-class Activity:
+class Activity(NamedTuple):
+    """One entry of a log (a tuple: tens of thousands are decoded per batch)."""
+
     event_id: str
     at_ms: int
     item_id: str
@@ -68,8 +69,8 @@ def current_session(log: Sequence[Activity], now_ms: int, gap_ms: int) -> list[A
 
 
 def dumps(log: Sequence[Activity]) -> str:
-    return json.dumps([[a.event_id, a.at_ms, a.item_id, a.action] for a in log], separators=(",", ":"))
+    return json.dumps(log, separators=(",", ":"))  # each entry a JSON array, as tuples are
 
 
 def loads(text: str | bytes | None) -> list[Activity]:
-    return [] if not text else [Activity(e, int(t), i, a) for e, t, i, a in json.loads(text)]
+    return [] if not text else [Activity._make(entry) for entry in json.loads(text)]

@@ -131,3 +131,45 @@ def test_a_user_without_recent_events_is_not_stale(feature_settings: Settings) -
     assert fresh_share(status, layout) == 1.0
     status = {spec.ref: [MISSING if spec.view == "user_features" else PRESENT] * 3 for spec in layout.specs}
     assert fresh_share(status, layout) < 1.0  # a missing snapshot row still counts
+
+
+def test_the_fast_writer_stores_what_feasts_push_stores(feature_settings: Settings) -> None:
+    """The updater writes through the fast online writer: the same stored values as `FeatureStore.push`, and on
+    Redis the same bytes."""
+    settings = feature_settings
+    apply_repo(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = synthetic_events(users=4, per_user=60, end=now - timedelta(minutes=1))
+    consumers = {"feast": open_consumer(settings, "features"), "fast": open_consumer(settings, "features")}
+    consumers["feast"].feast_push = True  # type: ignore[attr-defined]
+    assert consumers["fast"].feast_push is False  # type: ignore[attr-defined]
+    stored: dict[str, Any] = {}
+    for name, updater in consumers.items():
+        users = events.assign(user_id=events["user_id"] + f"-{name}")
+        for batch in batches(users, 25):
+            updater.handle([payload(r) for r in batch.itertuples()])
+        updater.close()
+        ids = sorted(users["user_id"].unique())
+        store = open_feature_store(settings)
+        online = store.get_online_features(features=[f"user_realtime:{f}" for f in FEATURES],
+                                           entity_rows=[{"user_id": u} for u in ids]).to_dict()
+        stored[name] = {k: v for k, v in online.items() if k != "user_id"}
+        if settings.profile == "services":
+            import redis
+
+            from recsys.features.writer import _redis_address
+
+            host, port, db = _redis_address(store.config.online_store.connection_string)
+            client = redis.Redis(host=host, port=port, db=db)
+            from feast.infra.key_encoding_utils import serialize_entity_key
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            version = store.config.entity_key_serialization_version
+            stored[f"{name}-bytes"] = [
+                {f: v for f, v in client.hgetall(serialize_entity_key(EntityKey(
+                    join_keys=["user_id"], entity_values=[Value(string_val=u)]), version)
+                    + settings.features.project.encode()).items()} for u in ids]
+    assert stored["fast"] == stored["feast"] and stored["fast"]["events_1d"]
+    if settings.profile == "services":
+        assert stored["fast-bytes"] == stored["feast-bytes"] and stored["fast-bytes"][0]

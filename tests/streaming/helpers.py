@@ -63,10 +63,11 @@ def members(settings: Settings, names: Sequence[str]) -> Iterator[list[Member]]:
 
 def events(users: int, per_user: int, start: datetime | None = None, action: str = "view") -> list[dict[str, Any]]:
     moment = start or datetime.now(UTC) - timedelta(minutes=10)
+    run = uuid.uuid4().hex[:6]  # users of this call only: the stores outlive a test
     out = []
     for k in range(users * per_user):
         out.append({"kind": "interaction", "schema_version": 1, "event_id": str(uuid.uuid4()),
-                    "user_id": f"su{k % users}", "item_id": f"si{k % 97}",
+                    "user_id": f"su{run}-{k % users}", "item_id": f"si{k % 97}",
                     "event_time": (moment + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z"),
                     "action_type": action, "value": None, "session_id": None, "context": {}})
     return out
