@@ -127,6 +127,9 @@ class ServingSettings(_Section):
     workers: int = Field(1, ge=1, description="API worker processes (BentoML); one per core the API may use")
     api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")],
                                       description="keys accepted in the X-API-Key header")
+    admin_api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-admin-key")],
+                                            description="keys accepted in X-API-Key by the admin routes (POST "
+                                            "/items); the ordinary keys get 403 there")
     rate_limit_per_second: float = Field(200.0, description="per-key token bucket refill rate")
     rate_limit_burst: int = 400
     max_n: int = 200
@@ -149,6 +152,8 @@ class ServingSettings(_Section):
     freshness_boost: float = Field(0.1, description="extra score share for items first seen in the last 30 days")
     publish_retries: int = Field(3, description="attempts to publish an event before answering 503")
     publish_timeout_ms: float = 2_000.0
+    new_items_poll_seconds: float = Field(60.0, gt=0, description="how often serving reads the items created or "
+                                          "updated in the catalog and swaps them into its in-memory tables")
 
 
 class StreamingSettings(_Section):
@@ -159,7 +164,8 @@ class StreamingSettings(_Section):
     partitions: int = Field(12, ge=1, description="partitions of the event topic when the project creates it")
     replication_factor: int = Field(1, ge=1, description="of the topics the project creates (3 on the cluster)")
     batch_max_events: int = Field(2_000, ge=1, description="most events one consumer batch holds")
-    batch_linger_ms: int = Field(100, ge=0, description="how long a batch waits for more events")
+    batch_linger_ms: int = Field(20, ge=0, description="how long a batch waits for more events (added latency at "
+                                 "low rates; a backlog fills batches at once)")
     backoff_max_seconds: float = Field(10.0, gt=0, description="longest wait between retries of a failed batch")
     metrics_port: int = Field(59300, description="the first consumer's Prometheus port; the next ones count up")
     lag_threshold: int = Field(10_000, ge=0, description="/readyz fails when a group lags by more events")
