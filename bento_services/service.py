@@ -33,6 +33,7 @@ class Recsys:
     def __init__(self) -> None:
         from bento_services.api.directory import CatalogUsers
         from bento_services.api.http import create_app
+        from bento_services.api.items import CatalogItems
         from bento_services.api.lag import consumer_lag
         from bento_services.metrics import count_published
         from bento_services.pipeline.pipeline import build_pipeline
@@ -44,8 +45,9 @@ class Recsys:
                                        variant_rankers=variants)
         self.bus = open_bus(SETTINGS, count_published)
         self.users = CatalogUsers(SETTINGS)
+        self.items = CatalogItems(SETTINGS)
         self.lag = consumer_lag(SETTINGS)
-        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users, lag=self.lag))
+        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users, lag=self.lag, items=self.items))
 
     @bentoml.on_startup
     def freeze_heap(self) -> None:
@@ -57,6 +59,7 @@ class Recsys:
         self.pipeline.close()
         self.bus.close()
         self.users.close()
+        self.items.close()
         if self.lag is not None:
             self.lag.close()
 

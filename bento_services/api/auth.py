@@ -9,10 +9,16 @@ import hmac
 import math
 import time
 
-from recsys.errors import RateLimitedError, UnauthorizedError
+from recsys.errors import RateLimitedError, RecsysError, UnauthorizedError
 from recsys.settings import ServingSettings
 
 API_KEY_HEADER = "X-API-Key"
+
+
+class ForbiddenError(RecsysError):
+    """A valid key this route does not take: an ordinary API key on an admin route (403)."""
+
+    http_status = 403
 
 
 class TokenBucket:
@@ -36,10 +42,16 @@ class TokenBucket:
 
 
 class ApiKeyGate:
-    """Checks the key in constant time, then charges that key's bucket."""
+    """Checks the key in constant time, then charges that key's bucket.
 
-    def __init__(self, settings: ServingSettings) -> None:
-        self._keys = [key.get_secret_value().encode() for key in settings.api_keys]
+    The ordinary gate takes `serving.api_keys`; the admin gate (`admin=True`, the admin routes) takes
+    `serving.admin_api_keys` alone and answers an ordinary key with 403, anything else unknown with 401.
+    """
+
+    def __init__(self, settings: ServingSettings, *, admin: bool = False) -> None:
+        ordinary = [key.get_secret_value().encode() for key in settings.api_keys]
+        self._keys = [key.get_secret_value().encode() for key in settings.admin_api_keys] if admin else ordinary
+        self._refused = [key for key in ordinary if key not in self._keys] if admin else []
         self._buckets = {key: TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
                          for key in self._keys}
 
@@ -49,6 +61,9 @@ class ApiKeyGate:
         candidate = presented.encode()
         key = next((k for k in self._keys if hmac.compare_digest(k, candidate)), None)
         if key is None:
+            if any(hmac.compare_digest(k, candidate) for k in self._refused):
+                raise ForbiddenError("this route needs an admin key (serving.admin_api_keys) in the "
+                                     f"{API_KEY_HEADER} header; an ordinary API key may not change the catalog")
             raise UnauthorizedError(f"invalid API key in the {API_KEY_HEADER} header")
         wait = self._buckets[key].take()
         if wait:

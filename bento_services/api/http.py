@@ -26,15 +26,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bento_services.api.auth import API_KEY_HEADER, ApiKeyGate
 from bento_services.api.directory import UserDirectory
+from bento_services.api.items import ItemCatalog
 from bento_services.api.lag import ConsumerLag
 from bento_services.api.schemas import (
     MAX_ID_LENGTH,
     Accepted,
+    CatalogItemOut,
     ConsumersOut,
     ErrorOut,
     FeedbackIn,
     Health,
     InteractionIn,
+    ItemIn,
     Readiness,
     RecommendationsOut,
     UserIn,
@@ -51,8 +54,10 @@ from bento_services.pipeline.contracts import (
 from recsys.bus import EventBus
 from recsys.errors import PayloadTooLargeError, RecsysError, StoreUnavailableError
 from recsys.settings import Settings
+from recsys.stores.catalog import IncompleteItemError
 
-ENDPOINTS = frozenset({"/recommendations", "/interactions", "/feedback", "/users", "/healthz", "/readyz", "/metrics"})
+ENDPOINTS = frozenset({"/recommendations", "/interactions", "/feedback", "/users", "/items", "/healthz", "/readyz",
+                       "/metrics"})
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
         (401, "missing or invalid API key"), (422, "invalid query or body: each wrong field and why"),
@@ -67,12 +72,13 @@ _CONTEXT_ARG = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGT
 
 def create_app(settings: Settings, service: RecommendationService, bus: EventBus, *,
                users: UserDirectory | None = None, lag: ConsumerLag | None = None,
-               close_on_shutdown: bool = False) -> FastAPI:
+               items: ItemCatalog | None = None, close_on_shutdown: bool = False) -> FastAPI:
     """The API over `service` and `bus`.
 
     `users` is where `POST /users` writes profiles (503 without one). Events of any user are accepted: a
-    new user's first event creates them (the `users` consumer). With `close_on_shutdown` the app closes
-    service, bus and directory when it stops. `lag`, when given, is reported by `/readyz`.
+    new user's first event creates them (the `users` consumer). `items` is where the admin route `POST /items`
+    writes items (503 without one). With `close_on_shutdown` the app closes service, bus, directory and item
+    catalog when it stops. `lag`, when given, is reported by `/readyz`.
     """
 
     @asynccontextmanager
@@ -83,6 +89,8 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
             bus.close()
             if users is not None:
                 users.close()
+            if items is not None:
+                items.close()
             if lag is not None:
                 lag.close()
 
@@ -151,6 +159,36 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         very next `GET /recommendations`. Fields left out keep their stored values."""
         return await run_in_threadpool(register, profile)
 
+    admin_gate = ApiKeyGate(settings.serving, admin=True)
+
+    async def admin(key: Annotated[str | None, Security(header)]) -> None:
+        admin_gate.check(key)
+
+    def publish_item(item: ItemIn) -> JSONResponse:
+        if items is None:
+            raise StoreUnavailableError("this server has no item catalog: POST /items is not available")
+        try:
+            row, created = items.upsert(item.item_id, title=item.title, description=item.description,
+                                        category=item.category, subcategory=item.subcategory, tags=item.tags,
+                                        content_features=item.content_features, is_active=item.is_active)
+        except IncompleteItemError as exc:
+            raise RequestValidationError([{"type": "missing", "loc": ("body", exc.field), "input": None,
+                                           "msg": f"{exc.field} is required to create a new item"}]) from exc
+        body = CatalogItemOut.from_row(row).model_dump(mode="json")
+        return JSONResponse(body, status_code=201 if created else 200)
+
+    @app.post("/items", response_model=CatalogItemOut, dependencies=[Depends(admin)], responses={
+        **_ERRORS, 201: {"model": CatalogItemOut, "description": "the item was created"},
+        401: {"model": ErrorOut, "description": "missing or invalid admin key (serving.admin_api_keys)"},
+        403: {"model": ErrorOut, "description": "an ordinary API key: this route needs an admin key"},
+        413: {"model": ErrorOut, "description": "body over the size limit"},
+        503: {"model": ErrorOut, "description": "the catalog is unavailable; nothing was written; see Retry-After"}})
+    async def upsert_item(item: ItemIn) -> JSONResponse:
+        """Admin: create (201) or update (200) one catalog item; fields left out keep their stored values, a new
+        item needs a title. Serving places a new item by its tags and category, without retraining, within
+        `serving.new_items_poll_seconds`; `is_active: false` takes an item out of every answer as soon."""
+        return await run_in_threadpool(publish_item, item)
+
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         """The process answers."""
@@ -181,6 +219,7 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
     and the experiments' versions); with none there, answers come from candidate scores.
     """
     from bento_services.api.directory import CatalogUsers
+    from bento_services.api.items import CatalogItems
     from bento_services.api.lag import consumer_lag
     from bento_services.pipeline.pipeline import build_pipeline
     from recsys.backends import open_bus
@@ -193,7 +232,7 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
         variants = {}
     service = build_pipeline(settings, candidates_dir=candidates_dir, ranker=ranker, variant_rankers=variants)
     return create_app(settings, service, open_bus(settings, count_published), users=CatalogUsers(settings),
-                      lag=consumer_lag(settings), close_on_shutdown=True)
+                      lag=consumer_lag(settings), items=CatalogItems(settings), close_on_shutdown=True)
 
 
 def _recommendations(answer: RecommendationResponse) -> Response:

@@ -12,7 +12,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from bento_services.pipeline.contracts import Degradation
 from recsys.events import ACTION_TYPES, new_event_id
@@ -189,6 +198,57 @@ class UserOut(BaseModel):
         return cls(user_id=row["user_id"], preferred_categories=list(row.get("preferred_categories") or []),
                    language=row.get("language"), country=row.get("country"),
                    onboarding_completed=bool(row.get("onboarding_completed")), created_at=row.get("created_at"))
+
+
+#: Catalog limits, as the items table has them (PostgreSQL column sizes).
+MAX_ITEM_ID_LENGTH = 50
+MAX_TITLE_LENGTH = 500
+MAX_DESCRIPTION_LENGTH = 10_000
+MAX_TAGS = 50
+MAX_CONTENT_FEATURES = 64
+ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_ID_LENGTH), AfterValidator(_trimmed)]
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE_LENGTH), AfterValidator(_trimmed),
+                  AfterValidator(_printable)]
+
+
+class ItemIn(_Input):
+    """One catalog item, posted by an admin: created when new (`title` required then), updated otherwise (an
+    upsert). A field left out (or null) keeps what is stored; an empty `tags` clears them. Serving places a
+    new item from its tags and category within `serving.new_items_poll_seconds`, without retraining."""
+
+    item_id: ItemId
+    title: Title | None = Field(None, description="required when the item is new")
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)] | None = None
+    category: Category | None = Field(None, description="as the catalog's other items name theirs")
+    subcategory: Category | None = None
+    tags: Annotated[list[Category] | None, AfterValidator(_distinct)] = Field(
+        None, max_length=MAX_TAGS, description="what places a new item: near the items that share its tags")
+    content_features: dict[Annotated[str, Field(min_length=1, max_length=64)], JsonValue] | None = Field(
+        None, max_length=MAX_CONTENT_FEATURES, description="a JSON object: year, genres, ids, ...")
+    is_active: StrictBool | None = Field(None, description="false withdraws the item from every answer")
+
+
+class CatalogItemOut(BaseModel):
+    """The item as the catalog stores it."""
+
+    item_id: str
+    title: str
+    description: str | None
+    category: str | None
+    subcategory: str | None
+    tags: list[str]
+    content_features: dict[str, Any]
+    is_active: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CatalogItemOut:
+        return cls(item_id=row["item_id"], title=row["title"], description=row.get("description"),
+                   category=row.get("category"), subcategory=row.get("subcategory"),
+                   tags=list(row.get("tags") or []), content_features=dict(row.get("content_features") or {}),
+                   is_active=bool(row.get("is_active", True)), created_at=row.get("created_at"),
+                   updated_at=row.get("updated_at"))
 
 
 class Accepted(BaseModel):

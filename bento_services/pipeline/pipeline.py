@@ -23,11 +23,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bento_services.metrics import CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
 from bento_services.pipeline.assignment import Assignment, assign
@@ -42,7 +43,14 @@ from bento_services.pipeline.contracts import (
 )
 from bento_services.pipeline.features import FeatureAssembler, open_assembler, service_of
 from bento_services.pipeline.postprocess import PostProcessor, main_source
-from bento_services.pipeline.retrieve import Retriever, ServingTables, current_folder, load_serving_tables
+from bento_services.pipeline.retrieve import (
+    CatalogChange,
+    Retriever,
+    ServingTables,
+    apply_catalog_items,
+    current_folder,
+    load_serving_tables,
+)
 from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
 from bento_services.pipeline.session import LiveSession
 from bento_services.pipeline.stages import StageFailed, StageRunner
@@ -66,6 +74,11 @@ from recsys.stores.precomputed import PrecomputedStore, source_of
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 500
 WATCH_SECONDS = 60.0
+#: The new-items watch reads again the rows written this long before its last look: a write stamped before
+#: the look but committed after it (a long import, a skewed clock) is still seen. Re-reading is harmless.
+ITEMS_LOOK_BACK = timedelta(minutes=2)
+#: What the new-items watch reads of the catalog's items.
+ITEM_WATCH_COLUMNS = ("category", "tags", "is_active", "created_at", "updated_at")
 
 
 class RecommendationPipeline:
@@ -91,6 +104,13 @@ class RecommendationPipeline:
         self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None, settings.streaming)
         self.embeddings = EmbeddingCache(self.vectors.store, serving.embedding_cache_ttl_seconds)
         self.layer1: list[PrecomputedStore] = open_precomputed(settings, self.catalog.store)
+        # The new-items watch: one swap of the tables at a time (it and `refresh`), where it stopped reading, the
+        # newest catalog row of each item it changed (re-applied over a refreshed artifact), and the rows it
+        # could not place (not tried again until their row changes).
+        self._swap = threading.Lock()
+        self._items_since: datetime | None = None
+        self._catalog_items: dict[str, dict[str, Any]] = {}
+        self._unplaced: dict[str, object] = {}
 
     # -- the service ------------------------------------------------------------------------------------
     def recommend(self, request: RecommendationRequest, use_precomputed: bool = True) -> RecommendationResponse:
@@ -150,12 +170,71 @@ class RecommendationPipeline:
             return False
         serving = self.settings.serving
         retriever = Retriever(tables.tables, serving.nprobe) if tables.tables is not None else None
-        self.post = PostProcessor(tables.attributes, serving)
-        self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None,
-                                self.settings.streaming)
-        self.tables, self.retriever = tables, retriever
+        with self._swap:
+            self._unplaced.clear()
+            if retriever is not None and self._catalog_items:  # the catalog's changes since, on top of the artifact
+                change = self._apply_items(tables, retriever, pd.DataFrame(list(self._catalog_items.values())))
+                tables, retriever = change.tables, change.retriever
+            self.post = PostProcessor(tables.attributes, serving)
+            self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None,
+                                    self.settings.streaming)
+            self.tables, self.retriever = tables, retriever
         log.info("serving tables %s swapped in", tables.version)
         return True
+
+    def pick_up_items(self) -> int:
+        """One look of the new-items watch: the catalog's items created or updated since the last look (every
+        item at the first) go into the in-memory tables without retraining. An active item the index lacks is
+        placed by its content vector (`recsys.models.candidates.content_vector`), so collaborative retrieval and
+        the content source find it, with its tags, category and freshness; a deactivated item leaves the
+        answers; changed tags or categories apply. New tables are swapped in (copy-on-write: requests keep
+        reading the ones they hold). Returns how many items changed; raises when the catalog does not answer
+        (the next look reads from the same point)."""
+        started = datetime.now(UTC)
+        rows = self.catalog.call(lambda s: s.items_changed_since(self._items_since, ITEM_WATCH_COLUMNS))
+        stamps = zip(rows["item_id"], rows["updated_at"])
+        rows = rows.loc[np.fromiter((self._unplaced.get(item) != stamp for item, stamp in stamps), bool, len(rows))]
+        with self._swap:
+            if self.retriever is None:  # no candidate tables yet: read everything again once there are
+                return 0
+            change = self._apply_items(self.tables, self.retriever, rows)
+            for row in rows.to_dict("records"):
+                if row["item_id"] in self._catalog_items or row["item_id"] in change.changed:
+                    self._catalog_items[row["item_id"]] = row
+            if change.changed:
+                self.post = PostProcessor(change.tables.attributes, self.settings.serving)
+                self.tables, self.retriever = change.tables, change.retriever
+        self._items_since = started - ITEMS_LOOK_BACK
+        if change.changed:
+            log.info("catalog items in serving without retraining: %d changed, %d placed by content (%s)",
+                     len(change.changed), len(change.placed), ", ".join(change.placed[:10]))
+        return len(change.changed)
+
+    def _apply_items(self, tables: ServingTables, retriever: Retriever, rows: pd.DataFrame) -> CatalogChange:
+        change = apply_catalog_items(tables, retriever, rows, datetime.now(UTC))
+        if change.unplaced:
+            stamps = dict(zip(rows["item_id"], rows["updated_at"]))
+            for item in change.unplaced:
+                if item not in self._unplaced:
+                    log.warning("item %s not placed in serving: no catalog item with a vector shares its tags or "
+                                "category (tried again when its row changes)", item)
+                self._unplaced[item] = stamps.get(item)
+        return change
+
+    def watch_items(self, every_seconds: float | None = None) -> None:
+        """Run `pick_up_items` in the background now and every `serving.new_items_poll_seconds`."""
+        every = self.settings.serving.new_items_poll_seconds if every_seconds is None else every_seconds
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.pick_up_items()
+                except Exception as exc:  # noqa: BLE001 - keep serving the tables in use; look again later
+                    log.warning("reading new catalog items failed: %r", exc)
+                if self._stop.wait(every):
+                    return
+
+        threading.Thread(target=loop, daemon=True, name="recsys-items-watch").start()
 
     def watch_current(self, every_seconds: float = WATCH_SECONDS) -> None:
         """Check `models/CURRENT` in the background and refresh when it names another version."""
@@ -438,4 +517,5 @@ def build_pipeline(settings: Settings, *, candidates_dir: Path | None = None, ra
     pipeline = RecommendationPipeline(settings, tables, ranker, assembler, rankers)
     if candidates_dir is None:
         pipeline.watch_current()
+    pipeline.watch_items()
     return pipeline

@@ -8,11 +8,13 @@ popular list is kept apart from the index: it is the floor of the ladder and nee
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -24,6 +26,7 @@ from recsys.models.candidates import (
     Candidate,
     CandidateGenerator,
     CandidateTables,
+    ItemUpdate,
     Quotas,
     build_tables,
     popular_items,
@@ -44,6 +47,21 @@ class ItemAttributes:
     category: dict[str, str] = field(default_factory=dict)
     inactive: set[str] = field(default_factory=set)
     fresh: set[str] = field(default_factory=set)  # first seen within FRESH_DAYS of the newest event
+
+    def with_items(self, updates: Sequence[ItemUpdate], fresh: Sequence[str] = ()) -> ItemAttributes:
+        """New attributes with these items' category and active state as given, and `fresh` added; this object is
+        untouched (copy-on-write: requests read it)."""
+        category, inactive = dict(self.category), set(self.inactive)
+        for update in updates:
+            if update.category:
+                category[update.item_id] = update.category
+            else:
+                category.pop(update.item_id, None)
+            if update.is_active:
+                inactive.discard(update.item_id)
+            else:
+                inactive.add(update.item_id)
+        return ItemAttributes(category, inactive, self.fresh | set(fresh) if fresh else self.fresh)
 
 
 @dataclass
@@ -134,6 +152,47 @@ class Retriever:
             dim = tables.index.meta.dim
             self._matrix = np.array(list(tables.vectors.values()), dtype=np.float32).reshape(-1, dim)
         self._rows = {item: row for row, item in enumerate(tables.vectors)}
+        # Items placed after the load (`with_items`), beside the loaded matrix, which is never modified:
+        # rows len(_matrix) and on.
+        self._extra = np.zeros((0, self._matrix.shape[1]), dtype=np.float32)
+        self._extra_rows: dict[str, int] = {}
+
+    def with_items(self, updates: Sequence[ItemUpdate]) -> Retriever:
+        """A retriever over new tables in which these items are as given (`CandidateGenerator.with_items`); the
+        placed ones get rows for fold-in and embedding scores. This retriever is untouched (copy-on-write)."""
+        retriever = copy.copy(self)
+        retriever.generator = self.generator.with_items(updates)
+        retriever.tables = retriever.generator.tables
+        placed = {u.item_id: u.vector for u in updates if u.vector is not None}
+        if placed:
+            first = len(self._matrix) + len(self._extra)
+            retriever._extra = np.vstack([self._extra, np.array(list(placed.values()), dtype=np.float32)])
+            retriever._extra_rows = {**self._extra_rows, **{item: first + k for k, item in enumerate(placed)}}
+        return retriever
+
+    def updates_from(self, rows: pd.DataFrame) -> tuple[list[ItemUpdate], list[str]]:
+        """What these catalog rows change for serving (item_id, category, tags, is_active): the items whose
+        category, tags or active state differ from what the tables hold, each active item the index lacks with
+        its content vector; and the ids of those no content vector could be computed for (left out)."""
+        generator = self.generator
+        updates: list[ItemUpdate] = []
+        unplaced: list[str] = []
+        for item, category, tags, active in zip(rows["item_id"].astype(str), rows["category"], rows["tags"],
+                                                rows["is_active"]):
+            update = ItemUpdate(item, str(category) if isinstance(category, str) and category else None,
+                                _tags(tags), bool(active) if active is not None and active == active else True)
+            placed = item in generator.tables.vectors
+            if update.is_active and not placed:
+                vector = generator.content_vector(update.tags, update.category)
+                if vector is None:
+                    unplaced.append(item)
+                    continue
+                updates.append(replace(update, vector=vector))
+            elif (generator.category.get(item) != update.category
+                  or tuple(generator.tags.get(item, ())) != update.tags
+                  or (item in generator.servable) != update.is_active):
+                updates.append(update)
+        return updates, unplaced
 
     def retrieve(self, user_vector: np.ndarray | None, history: Sequence[str], consumed: set[str],
                  onboarding: Sequence[str]) -> list[Candidate]:
@@ -143,17 +202,69 @@ class Retriever:
     def fold_in(self, history: Sequence[str], last: int = FOLD_IN_ITEMS) -> np.ndarray | None:
         """A user vector from the user's items (the normalized mean of the newest `last` known ones), for a
         user the nightly run has not embedded yet; None when none of them has a vector."""
-        rows = [self._rows[i] for i in history[-last:] if i in self._rows]
+        rows = [row for row in (self._row(i) for i in history[-last:]) if row >= 0]
         if not rows:
             return None
-        centre = self._matrix[rows].mean(axis=0)
+        centre = self._gather(np.asarray(rows, dtype=np.int64)).mean(axis=0)
         return (centre / max(float(np.linalg.norm(centre)), 1e-12)).astype(np.float32)
 
     def embedding_scores(self, user_vector: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
         """User-item inner products of the two-tower model; 0 where either side has no vector."""
         if user_vector is None:
             return np.zeros(len(item_ids), dtype=np.float32)
-        rows = np.fromiter((self._rows.get(item, -1) for item in item_ids), dtype=np.int64, count=len(item_ids))
-        scores = self._matrix[np.maximum(rows, 0)] @ np.asarray(user_vector, dtype=np.float32)
+        rows = np.fromiter((self._row(item) for item in item_ids), dtype=np.int64, count=len(item_ids))
+        scores = self._gather(np.maximum(rows, 0)) @ np.asarray(user_vector, dtype=np.float32)
         scores[rows < 0] = 0.0
         return scores
+
+    def _row(self, item: str) -> int:
+        """The item's row in the loaded matrix, then the placed items'; -1 when it has no vector."""
+        row = self._rows.get(item)
+        return self._extra_rows.get(item, -1) if row is None else row
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        if not self._extra_rows:
+            return self._matrix[rows]
+        loaded = len(self._matrix)
+        out = np.empty((len(rows), self._matrix.shape[1]), dtype=np.float32)
+        inside = rows < loaded
+        out[inside] = self._matrix[rows[inside]]
+        out[~inside] = self._extra[rows[~inside] - loaded]
+        return out
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    """Serving tables with the catalog's changed items in (`apply_catalog_items`)."""
+
+    tables: ServingTables
+    retriever: Retriever
+    changed: list[str]  # items whose serving state changed, placed ones included
+    placed: list[str]  # items the index gained, with a content vector
+    unplaced: list[str]  # active items the index lacks that no content vector could be computed for
+
+
+def apply_catalog_items(tables: ServingTables, retriever: Retriever, rows: pd.DataFrame,
+                        now: datetime) -> CatalogChange:
+    """`tables` and `retriever` with what these catalog rows change (item_id, category, tags, is_active,
+    created_at): new tables when something changed (copy-on-write, the given ones untouched), the given ones
+    otherwise. A placed item created within FRESH_DAYS of `now` is fresh (the freshness boost)."""
+    if rows.empty:
+        return CatalogChange(tables, retriever, [], [], [])
+    updates, unplaced = retriever.updates_from(rows)
+    if not updates:
+        return CatalogChange(tables, retriever, [], [], unplaced)
+    placed = [u.item_id for u in updates if u.vector is not None]
+    created = dict(zip(rows["item_id"].astype(str), pd.to_datetime(rows["created_at"], utc=True)))
+    recent = pd.Timestamp(now) - timedelta(days=FRESH_DAYS)
+    fresh = [item for item in placed if not pd.isna(created.get(item)) and created[item] >= recent]
+    updated = retriever.with_items(updates)
+    attributes = tables.attributes.with_items(updates, fresh)
+    return CatalogChange(replace(tables, tables=updated.tables, attributes=attributes), updated,
+                         [u.item_id for u in updates], placed, unplaced)
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(dict.fromkeys(str(tag) for tag in value))
+    return ()

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS idx_items_category ON items(category, subcategory);
 CREATE INDEX IF NOT EXISTS idx_items_popularity ON items(interaction_count DESC);
 CREATE INDEX IF NOT EXISTS idx_items_new ON items(created_at DESC) WHERE is_new_item = 1;
+CREATE INDEX IF NOT EXISTS idx_items_updated ON items(updated_at);  -- what serving's new-items watch reads
 
 CREATE TABLE IF NOT EXISTS precomputed_recommendations (
     user_id TEXT,

@@ -18,9 +18,10 @@ user) falls back to their onboarding categories, else to what is popular.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -81,6 +82,50 @@ class CandidateTables:
 
 
 POPULAR_KEPT = 2_000  # the popular list: the popularity source and the floor of the ladder
+#: In a new item's content vector, the mean of the items sharing its tags counts this many times the mean
+#: of its category's items.
+TAG_OVER_CATEGORY = 2.0
+#: Most items of one tag, and of the category, a content vector averages (the first ones listed).
+CONTENT_MEMBERS = 2_000
+
+
+@dataclass(frozen=True)
+class ItemUpdate:
+    """An item as the catalog holds it now, for the sources: its category, tags and whether it may be
+    recommended. `vector` places an item the index lacks (its content vector, `content_vector`)."""
+
+    item_id: str
+    category: str | None
+    tags: tuple[str, ...]
+    is_active: bool
+    vector: np.ndarray | None = None
+
+
+def content_vector(tags: Sequence[str], in_category: Sequence[str], vectors: Mapping[str, np.ndarray],
+                   by_tag: Mapping[str, Sequence[str]]) -> np.ndarray | None:
+    """Where an item with no learned vector belongs, from its content: the normalized weighted mean of
+    the mean vector of the items sharing its tags (each weighing the number of tags it shares) and the mean
+    vector of its category's items (`in_category`), the tags' mean counting TAG_OVER_CATEGORY times the
+    category's. With no item sharing a tag, the category's mean alone; None when neither has an item
+    with a vector. At most CONTENT_MEMBERS items per tag and of the category are read."""
+    shared: Counter[str] = Counter()
+    for tag in dict.fromkeys(tags):
+        for item in by_tag.get(tag, ())[:CONTENT_MEMBERS]:
+            if item in vectors:
+                shared[item] += 1
+    members = [item for item in in_category[:CONTENT_MEMBERS] if item in vectors]
+    parts: list[np.ndarray] = []
+    if shared:
+        weights = np.fromiter(shared.values(), dtype=np.float64, count=len(shared))
+        rows = np.array([vectors[item] for item in shared], dtype=np.float64)
+        parts.append(TAG_OVER_CATEGORY * (weights @ rows) / weights.sum())
+    if members:
+        parts.append(np.mean(np.array([vectors[item] for item in members], dtype=np.float64), axis=0))
+    if not parts:
+        return None
+    centre = np.sum(parts, axis=0)
+    norm = float(np.linalg.norm(centre))
+    return None if norm < 1e-12 else (centre / norm).astype(np.float32)
 
 
 def build_tables(
@@ -113,6 +158,17 @@ def build_tables(
     )
 
 
+def _with_rows(items: pd.DataFrame, updates: Sequence[ItemUpdate]) -> pd.DataFrame:
+    """A new catalog frame in which the updated items' category, tags and is_active are as given (their other
+    columns kept, new items appended); `items` is untouched."""
+    ids = [u.item_id for u in updates]
+    rows = items.reindex(pd.Index(ids, name=items.index.name))
+    rows["category"] = pd.Series([u.category for u in updates], index=rows.index, dtype=object)
+    rows["tags"] = pd.Series([list(u.tags) for u in updates], index=rows.index, dtype=object)
+    rows["is_active"] = [u.is_active for u in updates]
+    return pd.concat([items.drop(index=[i for i in ids if i in items.index]), rows])
+
+
 def popular_items(counts: pd.Series) -> list[tuple[str, float]]:
     """The POPULAR_KEPT most interacted items with their counts, from events per item (most first)."""
     return [(str(i), float(n)) for i, n in counts.head(POPULAR_KEPT).items()]
@@ -134,6 +190,74 @@ class CandidateGenerator:
         self.category = {str(i): str(c) for i, c in zip(items.index, items["category"]) if isinstance(c, str)}
         self.tags = {str(i): [str(t) for t in tags] for i, tags in zip(items.index, items["tags"])
                      if isinstance(tags, (list, np.ndarray)) and len(tags)}
+        self._by_category: dict[str, list[str]] | None = None  # every item per category, made when first needed
+
+    # -- items placed or changed after the tables were built -------------------------------------------------
+    def content_vector(self, tags: Sequence[str], category: str | None) -> np.ndarray | None:
+        """`content_vector` over these tables: the category's items are its most popular ones (the best trained
+        vectors), else all its items."""
+        members: list[str] = []
+        if category:
+            members = [item for item, _ in self.tables.popular_by_category.get(category, [])]
+            if not any(item in self.tables.vectors for item in members):
+                if self._by_category is None:  # one pass over the catalog, only for categories without events
+                    by_category: dict[str, list[str]] = defaultdict(list)
+                    for item, name in self.category.items():
+                        by_category[name].append(item)
+                    self._by_category = dict(by_category)
+                members = self._by_category.get(category, [])
+        return content_vector(tags, members, self.tables.vectors, self.tables.by_tag)
+
+    def with_items(self, updates: Sequence[ItemUpdate]) -> CandidateGenerator:
+        """A generator over new tables in which these items are as given (category, tags, servable or not; a
+        `vector` places the item in the index and the vectors, so the collaborative and content sources find
+        it). Copy-on-write: this generator, its tables, index, dicts, sets, lists and frame are untouched, since
+        requests may be reading them; what changes is copied (dicts and sets cost O(catalog), the index only
+        the placed items, see `ItemIndex.with_items`). A newly tagged item goes to the front of its tags'
+        lists, which the content source reads a quota's worth of."""
+        if not updates:
+            return self
+        latest = {u.item_id: u for u in updates}  # one update per item: the last given
+        updates = list(latest.values())
+        tables = self.tables
+        placed = [u for u in updates if u.vector is not None]
+        index, vectors = tables.index, tables.vectors
+        if placed:
+            index = index.with_items(np.array([u.vector for u in placed], dtype=np.float32),
+                                     [u.item_id for u in placed])
+            vectors = {**vectors, **{u.item_id: np.asarray(u.vector, dtype=np.float32) for u in placed}}
+        category, tags = dict(self.category), dict(self.tags)
+        gained: dict[str, list[str]] = defaultdict(list)
+        lost: dict[str, set[str]] = defaultdict(set)
+        for update in updates:
+            before, after = set(self.tags.get(update.item_id, ())), set(update.tags)
+            for tag in dict.fromkeys(update.tags):
+                if tag not in before:
+                    gained[tag].append(update.item_id)
+            for tag in before - after:
+                lost[tag].add(update.item_id)
+            if update.category:
+                category[update.item_id] = update.category
+            else:
+                category.pop(update.item_id, None)
+            if update.tags:
+                tags[update.item_id] = list(update.tags)
+            else:
+                tags.pop(update.item_id, None)
+        by_tag = dict(tables.by_tag)
+        for tag in gained.keys() | lost.keys():
+            gone = lost.get(tag, set())
+            by_tag[tag] = gained.get(tag, [])[::-1] + [i for i in by_tag.get(tag, []) if i not in gone]
+            if not by_tag[tag]:
+                del by_tag[tag]
+        servable = self.servable.difference(u.item_id for u in updates if not u.is_active).union(
+            u.item_id for u in updates if u.is_active)
+        generator = copy.copy(self)
+        generator.tables = replace(tables, items=_with_rows(tables.items, updates), index=index, vectors=vectors,
+                                   by_tag=by_tag)
+        generator.category, generator.tags, generator.servable = category, tags, servable
+        generator._by_category = None
+        return generator
 
     def generate(
         self, user_vector: np.ndarray | None, recent_items: Sequence[str], consumed: set[str],

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -64,24 +64,69 @@ class IndexMeta:
 
 
 class ItemIndex:
-    """Top-k inner-product search over item embeddings that answers in item ids."""
+    """Top-k inner-product search over item embeddings that answers in item ids.
+
+    Items placed after the build (`with_items`: a new item's content vector) live in a small exact index
+    beside the built one, which is never modified: searches merge both.
+    """
 
     def __init__(self, index: faiss.Index, item_ids: Sequence[str], meta: IndexMeta) -> None:
         self._index = index
         self._item_ids = list(item_ids)
         self.meta = meta
+        self._added: faiss.IndexFlatIP | None = None  # the items placed after the build, exact
+        self._added_ids: list[str] = []
+        self._added_vectors = np.zeros((0, meta.dim), dtype=np.float32)
+        self._positions: dict[str, int] | None = None  # built id -> row, made on the first with_items
 
     @property
     def faiss_index(self) -> faiss.Index:
-        """The underlying FAISS index, for benchmarks and diagnostics; do not add to it."""
+        """The underlying FAISS index (the built items, not those `with_items` placed), for benchmarks and
+        diagnostics; do not add to it."""
         return self._index
 
     @property
     def item_ids(self) -> list[str]:
-        return list(self._item_ids)
+        """The built items, then the ones `with_items` placed, in the order they were placed."""
+        return self._item_ids + self._added_ids
+
+    @property
+    def added_ids(self) -> list[str]:
+        """The items `with_items` placed beside the built index."""
+        return list(self._added_ids)
 
     def __len__(self) -> int:
-        return len(self._item_ids)
+        return len(self._item_ids) + len(self._added_ids)
+
+    def with_items(self, vectors: np.ndarray, item_ids: Sequence[str]) -> ItemIndex:
+        """A new index that also answers with these items; this one is untouched (copy-on-write: requests
+        may be searching it). The built FAISS index is shared, not copied: the placed items go to a small
+        exact index beside it, rebuilt here, so the cost grows with the items placed since the build, not
+        with the catalog (cloning a 1M-item index and adding takes about a second and its memory twice).
+        Ids the index already holds are refused (IndexInputError)."""
+        matrix = _as_matrix(vectors, "vectors")
+        ids = [str(item) for item in item_ids]
+        if len(ids) != len(matrix):
+            raise IndexInputError(f"{len(ids)} item ids for {len(matrix)} vectors; they must pair up row by row")
+        if matrix.shape[1] != self.meta.dim:
+            raise IndexInputError(f"vectors have dimension {matrix.shape[1]}, the index has {self.meta.dim}")
+        _check_finite(matrix, "vectors")
+        held = set(self._added_ids) | set(ids)
+        if len(held) != len(self._added_ids) + len(ids) or any(i in self._lookup() for i in ids):
+            raise IndexInputError("with_items places new items only: an id is already in the index or repeated")
+        result = ItemIndex(self._index, self._item_ids, self.meta)
+        result._positions = self._lookup()  # shared: the built ids never change
+        result._added_ids = self._added_ids + ids
+        result._added_vectors = np.vstack([self._added_vectors, matrix])
+        result._added = faiss.IndexFlatIP(self.meta.dim)
+        result._added.add(result._added_vectors)
+        return result
+
+    def _lookup(self) -> dict[str, int]:
+        """Built id -> row, made once (on the first `with_items`) and shared by the indexes derived from it."""
+        if self._positions is None:
+            self._positions = {item: row for row, item in enumerate(self._item_ids)}
+        return self._positions
 
     @classmethod
     def build(
@@ -133,18 +178,30 @@ class ItemIndex:
             scores, labels = self._index.search(matrix, k_asked)
         ids = self._item_ids
         # FAISS pads with label -1 when the probed lists hold fewer than k items; those are not results.
-        return [[(ids[label], float(score)) for label, score in zip(row_labels.tolist(), row_scores.tolist())
-                 if label >= 0] for row_labels, row_scores in zip(labels, scores)]
+        found = [[(ids[label], float(score)) for label, score in zip(row_labels.tolist(), row_scores.tolist())
+                  if label >= 0] for row_labels, row_scores in zip(labels, scores)]
+        if self._added is None:
+            return found
+        added_scores, added_labels = self._added.search(matrix, min(k, len(self._added_ids)))
+        added = self._added_ids
+        return [sorted(row + [(added[label], float(score)) for label, score in zip(labels_.tolist(), scores_.tolist())
+                              if label >= 0], key=lambda pair: -pair[1])[:k]
+                for row, labels_, scores_ in zip(found, added_labels, added_scores)]
 
     def save(self, folder: Path) -> None:
         """Write the artifact folder atomically: readers see the old folder or the complete new one."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        index, meta = self._index, self.meta
+        if self._added_ids:  # one artifact holding the placed items too
+            index = faiss.clone_index(self._index)
+            index.add(self._added_vectors)
+            meta = replace(meta, item_count=len(self))
         try:
-            faiss.write_index(self._index, str(staging / "index.faiss"))
-            pq.write_table(pa.table({"item_id": pa.array(self._item_ids, pa.string())}), staging / "item_ids.parquet")
-            (staging / "meta.json").write_text(json.dumps(asdict(self.meta), indent=2) + "\n")
+            faiss.write_index(index, str(staging / "index.faiss"))
+            pq.write_table(pa.table({"item_id": pa.array(self.item_ids, pa.string())}), staging / "item_ids.parquet")
+            (staging / "meta.json").write_text(json.dumps(asdict(meta), indent=2) + "\n")
             _swap_in(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.errors import InvalidInputError
 from recsys.stores.base import Store
 
 ITEM_COLUMNS = (
@@ -34,6 +35,14 @@ ITEM_UPDATE_COLUMNS = tuple(c for c in ITEM_METADATA_COLUMNS if c not in ("item_
 USER_UPDATE_COLUMNS = tuple(c for c in USER_COLUMNS if c != "user_id")
 #: An item_stats frame: item_id, the stat columns, and first_seen (fills a missing created_at).
 ITEM_STATS_FRAME = ("item_id", *ITEM_STAT_COLUMNS, "first_seen")
+
+
+class IncompleteItemError(InvalidInputError):
+    """A new item was upserted without a field the catalog requires of every item (its title)."""
+
+    def __init__(self, item_id: str, field: str) -> None:
+        super().__init__(f"item {item_id!r} is new: {field} is required to create it")
+        self.item_id, self.field = item_id, field
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,8 @@ class CatalogStore(Store):
         """Upsert items and users by id and set item popularity, all in one transaction.
 
         A missing (null) value in an upsert keeps what the row already holds, so events alone can
-        refresh a user's activity without erasing the profile a users file gave.
+        refresh a user's activity without erasing the profile a users file gave. Every item row written
+        gets `updated_at` = the time of the write (the store sets it; `items_changed_since` reads it).
         """
 
     @abstractmethod
@@ -72,6 +82,28 @@ class CatalogStore(Store):
 
     @abstractmethod
     def get_user(self, user_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def upsert_item(
+        self, item_id: str, *, title: str | None = None, description: str | None = None,
+        category: str | None = None, subcategory: str | None = None, tags: Sequence[str] | None = None,
+        content_features: Mapping[str, Any] | None = None, is_active: bool | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update one item's metadata in one transaction (an admin's post, one imported item).
+
+        A None keeps the stored value (an empty tag list clears the tags); `updated_at` becomes now, and a
+        new row gets `created_at` now and needs a title (IncompleteItemError otherwise, nothing written).
+        Popularity columns are never touched. Returns the stored row and whether it was created.
+        """
+
+    @abstractmethod
+    def items_changed_since(self, since: datetime | None, columns: Sequence[str] = ITEM_COLUMNS) -> pd.DataFrame:
+        """The items whose row was written (created or updated: `updated_at`) at or after `since`, every item
+        when `since` is None, oldest write first (ties by item_id); `columns` of ITEM_COLUMNS, item_id first.
+
+        Values as `get_item` gives them (tags a list, content_features a dict, times aware UTC datetimes);
+        an empty frame with the columns when nothing changed.
+        """
 
     @abstractmethod
     def upsert_user(

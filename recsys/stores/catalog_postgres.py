@@ -23,7 +23,7 @@ from recsys.stores.catalog import (
     json_plain,
     on_conflict,
 )
-from recsys.stores.catalog_sql import SqlCatalogStore
+from recsys.stores.catalog_sql import SqlCatalogStore, stamped
 
 
 def _dumps(value: Any) -> str:
@@ -54,7 +54,7 @@ class PostgresCatalogStore(SqlCatalogStore):
     ) -> None:
         with self._db.transaction():
             if items is not None:
-                self._upsert("items", "item_id", items, ITEM_METADATA_COLUMNS, ITEM_UPDATE_COLUMNS)
+                self._upsert("items", "item_id", stamped(items), ITEM_METADATA_COLUMNS, ITEM_UPDATE_COLUMNS)
             if users is not None:
                 self._upsert("users", "user_id", users, USER_COLUMNS, USER_UPDATE_COLUMNS)
             if item_stats is not None:
@@ -96,6 +96,9 @@ class PostgresCatalogStore(SqlCatalogStore):
 
     def _transaction(self) -> AbstractContextManager[Any]:
         return self._db.transaction()
+
+    def _to_db(self, column: str, value: Any) -> Any:
+        return Jsonb(value, dumps=_dumps) if isinstance(value, dict) else value
 
     def _from_db(self, column: str, value: Any) -> Any:
         return float(value) if column == "avg_rating" and value is not None else value  # NUMERIC comes as Decimal

@@ -12,9 +12,24 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from recsys.stores.catalog import ITEM_COLUMNS, USER_COLUMNS, CatalogStore, Recommendation, on_conflict
+import pandas as pd
+
+from recsys.stores.catalog import (
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    CatalogStore,
+    IncompleteItemError,
+    Recommendation,
+    on_conflict,
+)
 
 COUNTED = ("users", "items", "precomputed_recommendations")
+_ITEM_TIMES = ("created_at", "updated_at")
+
+
+def stamped(items: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
+    """The item rows to write, each with `updated_at` = the write time (what `items_changed_since` reads)."""
+    return items.assign(updated_at=pd.Timestamp(now or datetime.now(UTC)))
 
 
 class SqlCatalogStore(CatalogStore):
@@ -42,6 +57,55 @@ class SqlCatalogStore(CatalogStore):
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self._get("users", "user_id", user_id, USER_COLUMNS)
+
+    def upsert_item(
+        self, item_id: str, *, title: str | None = None, description: str | None = None,
+        category: str | None = None, subcategory: str | None = None, tags: Sequence[str] | None = None,
+        content_features: Mapping[str, Any] | None = None, is_active: bool | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        given: dict[str, Any] = {
+            "title": title, "description": description, "category": category, "subcategory": subcategory,
+            "tags": None if tags is None else list(tags),
+            "content_features": None if content_features is None else dict(content_features), "is_active": is_active,
+        }
+        given = {c: v for c, v in given.items() if v is not None}
+        now = self._to_db("updated_at", datetime.now(UTC))
+        values = tuple(self._to_db(c, v) for c, v in given.items())
+        with self._transaction():
+            created = self.get_item(item_id) is None
+            if created:
+                if "title" not in given:
+                    raise IncompleteItemError(item_id, "title")
+                columns = ("item_id", *_ITEM_TIMES, *given)
+                self._db.execute(self._sql(  # a concurrent creation of the same id becomes an update
+                    f"INSERT INTO items ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                    + on_conflict("items", "item_id", ("updated_at", *given))), (item_id, now, now, *values))
+            else:  # an UPDATE: the row's NOT NULL title need not be given again
+                assignments = ", ".join(f"{c} = ?" for c in ("updated_at", *given))
+                self._db.execute(self._sql(f"UPDATE items SET {assignments} WHERE item_id = ?"),
+                                 (now, *values, item_id))
+            row = self.get_item(item_id)
+        assert row is not None
+        return row, created
+
+    def items_changed_since(self, since: datetime | None, columns: Sequence[str] = ITEM_COLUMNS) -> pd.DataFrame:
+        unknown = [c for c in columns if c not in ITEM_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown item columns {unknown}; expected some of {', '.join(ITEM_COLUMNS)}")
+        wanted = ("item_id", *(c for c in columns if c != "item_id"))
+        query = f"SELECT {', '.join(wanted)} FROM items"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += " WHERE updated_at >= ?"
+            params = (self._to_db("updated_at", since),)
+        # Rows without updated_at (written before it was kept) first, in both backends.
+        rows = self._db.execute(self._sql(query + " ORDER BY updated_at IS NOT NULL, updated_at, item_id"),
+                                params).fetchall()
+        frame = pd.DataFrame({c: pd.Series([self._from_db(c, row[k]) for row in rows], dtype=object)
+                              for k, c in enumerate(wanted)})
+        for column in (c for c in wanted if c in _ITEM_TIMES):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
 
     def _get(self, table: str, key: str, value: str, columns: tuple[str, ...]) -> dict[str, Any] | None:
         row = self._db.execute(self._sql(f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?"),

@@ -23,7 +23,7 @@ from recsys.stores.catalog import (
     json_plain,
     on_conflict,
 )
-from recsys.stores.catalog_sql import SqlCatalogStore
+from recsys.stores.catalog_sql import SqlCatalogStore, stamped
 
 _JSON_COLUMNS = {"tags", "content_features", "preferred_categories"}
 _BOOL_COLUMNS = {"is_active", "is_new_item", "is_new_user", "onboarding_completed"}
@@ -80,7 +80,7 @@ class SqliteCatalogStore(SqlCatalogStore):
     ) -> None:
         with self._transaction():
             if items is not None:
-                self._upsert("items", "item_id", items, ITEM_METADATA_COLUMNS, ITEM_UPDATE_COLUMNS)
+                self._upsert("items", "item_id", stamped(items), ITEM_METADATA_COLUMNS, ITEM_UPDATE_COLUMNS)
             if users is not None:
                 self._upsert("users", "user_id", users, USER_COLUMNS, USER_UPDATE_COLUMNS)
             if item_stats is not None:

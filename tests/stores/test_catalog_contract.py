@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recsys.stores import CatalogStore
-from recsys.stores.catalog import Recommendation
+from recsys.stores.catalog import ITEM_COLUMNS, Recommendation
 
 T0 = datetime(2024, 1, 20, 12, 0, tzinfo=UTC)
 
@@ -170,3 +171,64 @@ def test_register_users_adds_bare_rows_and_only_moves_last_active_forward(catalo
     assert moved == {**known, "last_active_at": T0 + timedelta(days=1)}
     catalog.register_users({})
     assert catalog.counts()["users"] == 2
+
+
+def test_upsert_item_creates_then_updates_keeping_unspecified_values(catalog: CatalogStore) -> None:
+    before = datetime.now(UTC)
+    row, created = catalog.upsert_item("n1", title="New thing", category="Drama", subcategory="Noir",
+                                       tags=["dark", "city"], content_features={"year": 2026, "cast": ["a"]},
+                                       description="first cut")
+    assert created is True
+    assert (row["item_id"], row["title"], row["category"], row["subcategory"], row["tags"]) == \
+        ("n1", "New thing", "Drama", "Noir", ["dark", "city"])
+    assert row["content_features"] == {"year": 2026, "cast": ["a"]} and row["description"] == "first cut"
+    assert row["is_active"] is True and row["interaction_count"] == 0 and row["view_count"] == 0
+    assert row["created_at"] >= before - timedelta(seconds=1) and row["updated_at"] >= row["created_at"]
+    again, created = catalog.upsert_item("n1", is_active=False, tags=[])
+    assert created is False
+    assert again == {**row, "is_active": False, "tags": [], "updated_at": again["updated_at"]}, \
+        "what was not given is kept, created_at too"
+    assert again["updated_at"] >= row["updated_at"]
+    assert catalog.get_item("n1") == again and catalog.counts()["items"] == 1
+
+
+def test_upsert_item_keeps_popularity_and_what_an_import_wrote(catalog: CatalogStore) -> None:
+    catalog.write(items=items_frame())
+    catalog.write(item_stats=pd.DataFrame({"item_id": ["m1"], "view_count": [3], "interaction_count": [7],
+                                           "avg_rating": [4.25], "first_seen": [T0]}))
+    row, created = catalog.upsert_item("m1", title="Toy Story")
+    assert created is False and row["title"] == "Toy Story"
+    assert (row["view_count"], row["interaction_count"], row["avg_rating"]) == (3, 7, 4.25)
+    assert row["tags"] == ["Animation", "Children"] and row["created_at"] == T0
+
+
+def test_a_new_item_without_a_title_is_refused_and_nothing_is_written(catalog: CatalogStore) -> None:
+    from recsys.stores.catalog import IncompleteItemError
+
+    with pytest.raises(IncompleteItemError, match="title") as caught:
+        catalog.upsert_item("n2", category="Drama")
+    assert caught.value.field == "title"
+    assert catalog.get_item("n2") is None and catalog.counts()["items"] == 0
+
+
+def test_items_changed_since_lists_the_written_items_oldest_write_first(catalog: CatalogStore) -> None:
+    empty = catalog.items_changed_since(None)
+    assert empty.empty and list(empty.columns) == list(ITEM_COLUMNS)
+    catalog.write(items=items_frame())  # an import: every row written gets updated_at now
+    imported = catalog.items_changed_since(None)
+    assert sorted(imported["item_id"]) == ["m1", "m2"] and imported["updated_at"].notna().all()
+    assert imported["tags"].tolist() == [["Animation", "Children"], ["Action"]]
+    mark = max(imported["updated_at"]).to_pydatetime() + timedelta(microseconds=1)
+    assert catalog.items_changed_since(mark).empty
+    time.sleep(0.01)
+    catalog.upsert_item("n1", title="New", category="Action", tags=["Action", "new"])
+    catalog.upsert_item("m1", is_active=False)
+    changed = catalog.items_changed_since(mark, columns=("category", "tags", "is_active", "created_at"))
+    assert list(changed.columns) == ["item_id", "category", "tags", "is_active", "created_at"]
+    assert changed["item_id"].tolist() == ["n1", "m1"], "oldest write first"
+    assert changed["is_active"].tolist() == [True, False]
+    assert changed["tags"].tolist() == [["Action", "new"], ["Animation", "Children"]]
+    assert changed["category"].tolist() == ["Action", "Animation"] and changed["created_at"].iloc[1] == T0
+    assert catalog.items_changed_since(None)["item_id"].tolist() == ["m2", "n1", "m1"]
+    with pytest.raises(ValueError, match="unknown item columns"):
+        catalog.items_changed_since(None, columns=("nope",))
