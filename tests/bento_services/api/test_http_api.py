@@ -256,7 +256,7 @@ def test_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
 def test_readyz_reports_each_dependency(fake_api: FakeApi) -> None:
     answer = fake_api.http.get("/readyz")
     assert answer.status_code == 200
-    assert answer.json() == {"ready": True, "checks": {"fake_model": True, "event_bus": True}}
+    assert answer.json() == {"ready": True, "checks": {"fake_model": True, "event_bus": True}, "consumers": None}
     fake_api.service.ready = False
     answer = fake_api.http.get("/readyz")
     assert answer.status_code == 503 and answer.json()["ready"] is False
