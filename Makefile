@@ -77,6 +77,8 @@ bench: install services-up
 	$(BIN)/python -m bench.online_latency
 	$(BIN)/python -m bench.bentoml_overhead
 	$(BIN)/python -m bench.serving_latency --world small
+	$(BIN)/python -m bench.streaming_throughput
+	$(BIN)/python -m bench.click_latency
 
 clean:
 	bash infra/services.sh down || true
