@@ -160,10 +160,19 @@ def test_a_posted_item_reaches_the_users_it_fits_within_the_poll_and_leaves_when
                                             "tags": tags})
     assert posted.status_code == 201, posted.text
 
-    def listed() -> dict[str, Any] | None:
-        return next((i for i in api.top(user, n=200)["items"] if i["item_id"] == new), None)
+    last: dict[str, Any] = {}
 
-    wait_until(lambda: listed() is not None, "the new item in the user's answer", timeout_s=30)
+    def listed() -> dict[str, Any] | None:
+        last.update(api.top(user, n=200))
+        return next((i for i in last["items"] if i["item_id"] == new), None)
+
+    try:
+        wait_until(lambda: listed() is not None, "the new item in the user's answer", timeout_s=30)
+    except AssertionError as exc:  # say what the answers were, and what serving holds of the item
+        raise AssertionError(f"{exc}; last answer: degradation {last.get('degradation')}, model "
+                             f"{last.get('model_version')}, {len(last.get('items', []))} items, sources "
+                             f"{sorted({i['source'] for i in last.get('items', [])})}; catalog row "
+                             f"{api.stored(new)}") from exc
     took = time.monotonic() - posted_at
     found = listed()
     assert found is not None and found["source"] in {"content", "collaborative"}, found
