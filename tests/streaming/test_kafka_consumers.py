@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from recsys.backends import open_activity, open_consumer, open_interactions, open_lake
+from recsys.features.store import apply_repo, open_feature_store
 from recsys.settings import ROOT_DIR, Settings
 from recsys.streaming.metrics import DEAD_LETTERS
-from tests.conftest import make_settings
+from tests.conftest import make_settings, own_feature_repo
 from tests.streaming.helpers import Member, caught_up, events, members, own_streams, produce, wait_until
 from tests.streaming.proxy import Proxy
 
@@ -143,14 +144,18 @@ def test_a_second_member_joining_and_the_first_leaving_mid_stream_lose_nothing(s
     assert len(ids) == len(sent) and set(ids) == {e["event_id"] for e in sent}
 
 
-@pytest.mark.parametrize("store", ["cassandra", "redis"])
-def test_a_store_that_goes_away_stops_the_commits_and_the_consumer_catches_up_after(settings: Settings,
-                                                                                  store: str) -> None:
+@pytest.mark.parametrize(("store", "name"), [("cassandra", "store-writer"), ("redis", "sessions"),
+                                              ("redis", "features")])
+def test_a_store_that_goes_away_stops_the_commits_and_the_consumer_catches_up_after(
+    settings: Settings, store: str, name: str, tmp_path: Path
+) -> None:
+    if name == "features":  # a feature repository of the test's own, applied while Redis is reachable
+        settings = own_feature_repo(settings, tmp_path)
+        apply_repo(settings)
     upstream = settings.cassandra.port if store == "cassandra" else settings.redis.port
     proxy = Proxy(upstream)
     section = getattr(settings, store).model_copy(update={"port": proxy.port})
     settings = settings.model_copy(update={store: section})
-    name = "store-writer" if store == "cassandra" else "sessions"
     sent = events(users=20, per_user=10)
     users = sorted({e["user_id"] for e in sent})
     produce(settings, sent)
@@ -162,11 +167,16 @@ def test_a_store_that_goes_away_stops_the_commits_and_the_consumer_catches_up_af
             proxy.start()
             proxy_up = True
             wait_until(lambda: caught_up(settings, [name]), 60, f"{name} caught up once {store} was back")
-        if store == "cassandra":
+        if name == "store-writer":
             ids = cassandra_ids(settings, users)
-        else:
+        elif name == "sessions":
             with open_activity(settings, "session") as logs:
                 ids = [a.event_id for user in users for a in logs.recent(user)]
+        else:  # every user's real-time row counts all of their events, once
+            online = open_feature_store(settings).get_online_features(
+                features=["user_realtime:events_1d"], entity_rows=[{"user_id": u} for u in users]).to_dict()
+            assert online["events_1d"] == [10] * len(users)
+            return
         assert sorted(ids) == sorted(e["event_id"] for e in sent)
     finally:
         if proxy_up:
