@@ -93,7 +93,7 @@ start() {
   )
   [ -f "$LOGFILE" ] && mv -f "$LOGFILE" "$LOGFILE.prev"
   log "starting on 127.0.0.1:$PORT (storage $STORAGE_PORT, jmx $JMX_PORT); log: $LOGFILE"
-  nohup java "${opts[@]}" -cp "$DIR/conf:$DIR/lib/*" org.apache.cassandra.service.CassandraDaemon \
+  setsid nohup java "${opts[@]}" -cp "$DIR/conf:$DIR/lib/*" org.apache.cassandra.service.CassandraDaemon \
     >"$LOGFILE" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   wait_until 300 "$LOGFILE" "$PIDFILE" cql_ok

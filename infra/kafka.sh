@@ -95,7 +95,7 @@ start() {
   format_storage
   [ -f "$DIR/kafka.log" ] && mv -f "$DIR/kafka.log" "$DIR/kafka.log.1"
   log "starting on 127.0.0.1:$PORT (controller 127.0.0.1:$CONTROLLER_PORT)"
-  nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+  setsid nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
     -cp "$DIR/lib/*" kafka.Kafka "$DIR/server.properties" \
     >"$DIR/kafka.log" 2>&1 </dev/null &

@@ -160,7 +160,7 @@ launch() {
   format_storage "$n"
   [ -f "$d/kafka.log" ] && mv -f "$d/kafka.log" "$d/kafka.log.1"
   log "starting node $n on 127.0.0.1:$p (controller 127.0.0.1:$c)"
-  nohup java -Xms128m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=50 -Djava.awt.headless=true \
+  setsid nohup java -Xms128m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=50 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
     -cp "$LIB/*" kafka.Kafka "$d/server.properties" \
     >"$d/kafka.log" 2>&1 </dev/null &

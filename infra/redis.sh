@@ -18,7 +18,7 @@ start() {
   install
   if pid_alive "$DIR/redis.pid" && answers; then log "already up on 127.0.0.1:$PORT"; return 0; fi
   : >"$DIR/redis.log"
-  nohup redis-server --bind 127.0.0.1 --port "$PORT" --dir "$DIR/data" --save 60 1000 --appendonly no \
+  setsid nohup redis-server --bind 127.0.0.1 --port "$PORT" --dir "$DIR/data" --save 60 1000 --appendonly no \
     --protected-mode yes --daemonize no >"$DIR/redis.log" 2>&1 &
   echo $! >"$DIR/redis.pid"
   wait_until 30 "$DIR/redis.log" "$DIR/redis.pid" answers
