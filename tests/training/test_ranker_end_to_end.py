@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bento_services.api.http import create_app
+from bento_services.pipeline.batch import batch_settings
 from bento_services.pipeline.contracts import Degradation, RecommendationRequest
 from bento_services.pipeline.pipeline import build_pipeline
 from embeddings.artifacts import build_candidate_artifacts
@@ -100,7 +101,8 @@ def test_ranked_candidates_fit_and_recommend(ranked_world: RankerWorld) -> None:
 
 def _pipeline_answers(world: RankerWorld, at: datetime | None, ranked: bool) -> dict[str, list[str]]:
     ranker = load_ranker(world.run.tag, world.home) if ranked else None
-    pipeline = build_pipeline(world.settings, ranker=ranker)
+    # Batch budgets: these checks are about which rung answers, not about a busy machine's timeouts.
+    pipeline = build_pipeline(batch_settings(world.settings), ranker=ranker)
     try:
         _, test = split_lake(world.settings.lake_path)
         answers = {}
