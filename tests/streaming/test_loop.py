@@ -43,7 +43,10 @@ def loop(profile: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     if profile == "services":
         cassandra = settings.cassandra.model_copy(update={"keyspace": f"loop_{uuid.uuid4().hex[:8]}"})
         settings = settings.model_copy(update={"cassandra": cassandra})
-    settings = api_settings(settings, publish_timeout_ms=2000.0)
+    # Budgets a busy test machine does not run past: a lookup past its budget leaves the session out by design,
+    # and these tests are about the loop, not about timeouts.
+    settings = api_settings(settings, publish_timeout_ms=2000.0, stage_timeout_ms={
+        stage: 5000.0 for stage in ("lookup", "precomputed", "user_state", "candidates", "features", "ranking")})
     if profile == "services":  # the session logs of an earlier test's users (same ids) must not leak in
         from recsys.stores.redis_client import fail_fast_client
 
