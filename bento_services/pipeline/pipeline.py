@@ -23,12 +23,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from bento_services.metrics import CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
 from bento_services.pipeline.assignment import Assignment, assign
@@ -44,16 +43,15 @@ from bento_services.pipeline.contracts import (
 from bento_services.pipeline.features import FeatureAssembler, open_assembler, service_of
 from bento_services.pipeline.postprocess import PostProcessor, main_source
 from bento_services.pipeline.retrieve import (
-    CatalogChange,
     Retriever,
     ServingTables,
-    apply_catalog_items,
     current_folder,
     load_serving_tables,
 )
 from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
 from bento_services.pipeline.session import LiveSession
 from bento_services.pipeline.stages import StageFailed, StageRunner
+from bento_services.pipeline.upkeep import TablesUpkeep
 from recsys.backends import (
     open_activity,
     open_catalog,
@@ -73,16 +71,11 @@ from recsys.stores.precomputed import PrecomputedStore, source_of
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 500
-WATCH_SECONDS = 60.0
-#: The new-items watch reads again the rows written this long before its last look: a write stamped before
-#: the look but committed after it (a long import, a skewed clock) is still seen. Re-reading is harmless.
-ITEMS_LOOK_BACK = timedelta(minutes=2)
-#: What the new-items watch reads of the catalog's items.
-ITEM_WATCH_COLUMNS = ("category", "tags", "is_active", "created_at", "updated_at")
 
 
-class RecommendationPipeline:
-    """`RecommendationService` over in-memory tables and per-thread store connections."""
+class RecommendationPipeline(TablesUpkeep):
+    """`RecommendationService` over in-memory tables (kept current by `TablesUpkeep`) and per-thread store
+    connections."""
 
     def __init__(self, settings: Settings, tables: ServingTables, ranker: Ranker | None,
                  assembler: FeatureAssembler | None, variant_rankers: Mapping[str, Ranker] | None = None) -> None:
@@ -157,97 +150,6 @@ class RecommendationPipeline:
             "catalog": self.catalog.available,
             "popular": bool(self.tables.popular),
         }
-
-    def refresh(self, folder: Path | None = None) -> bool:
-        """Reload the in-memory tables (a newly published artifact, today's popularity) and swap them in.
-
-        A new artifact that does not load is not swapped in: the tables in use keep serving. Returns
-        whether the swap happened.
-        """
-        tables = load_serving_tables(self.settings, folder or current_folder(self.settings))
-        if tables.tables is None and self.tables.tables is not None:
-            log.warning("not swapping in candidate tables %s: %s", tables.version, tables.error)
-            return False
-        serving = self.settings.serving
-        retriever = Retriever(tables.tables, serving.nprobe) if tables.tables is not None else None
-        with self._swap:
-            self._unplaced.clear()
-            if retriever is not None and self._catalog_items:  # the catalog's changes since, on top of the artifact
-                change = self._apply_items(tables, retriever, pd.DataFrame(list(self._catalog_items.values())))
-                tables, retriever = change.tables, change.retriever
-            self.post = PostProcessor(tables.attributes, serving)
-            self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None,
-                                    self.settings.streaming)
-            self.tables, self.retriever = tables, retriever
-        log.info("serving tables %s swapped in", tables.version)
-        return True
-
-    def pick_up_items(self) -> int:
-        """One look of the new-items watch: the catalog's items created or updated since the last look (every
-        item at the first) go into the in-memory tables without retraining. An active item the index lacks is
-        placed by its content vector (`recsys.models.candidates.content_vector`), so collaborative retrieval and
-        the content source find it, with its tags, category and freshness; a deactivated item leaves the
-        answers; changed tags or categories apply. New tables are swapped in (copy-on-write: requests keep
-        reading the ones they hold). Returns how many items changed; raises when the catalog does not answer
-        (the next look reads from the same point)."""
-        started = datetime.now(UTC)
-        rows = self.catalog.call(lambda s: s.items_changed_since(self._items_since, ITEM_WATCH_COLUMNS))
-        stamps = zip(rows["item_id"], rows["updated_at"])
-        rows = rows.loc[np.fromiter((self._unplaced.get(item) != stamp for item, stamp in stamps), bool, len(rows))]
-        with self._swap:
-            if self.retriever is None:  # no candidate tables yet: read everything again once there are
-                return 0
-            change = self._apply_items(self.tables, self.retriever, rows)
-            for row in rows.to_dict("records"):
-                if row["item_id"] in self._catalog_items or row["item_id"] in change.changed:
-                    self._catalog_items[row["item_id"]] = row
-            if change.changed:
-                self.post = PostProcessor(change.tables.attributes, self.settings.serving)
-                self.tables, self.retriever = change.tables, change.retriever
-        self._items_since = started - ITEMS_LOOK_BACK
-        if change.changed:
-            log.info("catalog items in serving without retraining: %d changed, %d placed by content (%s)",
-                     len(change.changed), len(change.placed), ", ".join(change.placed[:10]))
-        return len(change.changed)
-
-    def _apply_items(self, tables: ServingTables, retriever: Retriever, rows: pd.DataFrame) -> CatalogChange:
-        change = apply_catalog_items(tables, retriever, rows, datetime.now(UTC))
-        if change.unplaced:
-            stamps = dict(zip(rows["item_id"], rows["updated_at"]))
-            for item in change.unplaced:
-                if item not in self._unplaced:
-                    log.warning("item %s not placed in serving: no catalog item with a vector shares its tags or "
-                                "category (tried again when its row changes)", item)
-                self._unplaced[item] = stamps.get(item)
-        return change
-
-    def watch_items(self, every_seconds: float | None = None) -> None:
-        """Run `pick_up_items` in the background now and every `serving.new_items_poll_seconds`."""
-        every = self.settings.serving.new_items_poll_seconds if every_seconds is None else every_seconds
-
-        def loop() -> None:
-            while True:
-                try:
-                    self.pick_up_items()
-                except Exception as exc:  # noqa: BLE001 - keep serving the tables in use; look again later
-                    log.warning("reading new catalog items failed: %r", exc)
-                if self._stop.wait(every):
-                    return
-
-        threading.Thread(target=loop, daemon=True, name="recsys-items-watch").start()
-
-    def watch_current(self, every_seconds: float = WATCH_SECONDS) -> None:
-        """Check `models/CURRENT` in the background and refresh when it names another version."""
-        def loop() -> None:
-            while not self._stop.wait(every_seconds):
-                folder = current_folder(self.settings)
-                if folder is not None and folder.name != self.tables.folder_name:
-                    try:
-                        self.refresh(folder)
-                    except Exception as exc:  # noqa: BLE001 - keep serving the tables in use
-                        log.warning("refreshing serving tables from %s failed: %r", folder, exc)
-
-        threading.Thread(target=loop, daemon=True, name="recsys-tables-watch").start()
 
     def close(self) -> None:
         self._stop.set()
