@@ -481,6 +481,12 @@ def precompute(
     out.print(f"precomputed top {k} for {written:,} users (expires in {settings.serving.precomputed_ttl_seconds:,}s)")
 
 
+from cli.monitor import experiment, monitor  # noqa: E402 - the groups' commands register on import
+
+app.add_typer(monitor, name="monitor")
+app.add_typer(experiment, name="experiment")
+
+
 def run() -> None:
     """Console entry point: domain errors become one clear line and a non-zero exit."""
     try:

@@ -117,6 +117,9 @@ class ExperimentVariant(_Section):
     buckets: tuple[int, int] = Field(description="half-open range [start, end) of buckets 0..99")
     ranker_version: str | None = Field(None, description="ranker model version; None = the current one")
     diversity_boost: float = 0.0
+    experiment: str = Field("default", description="the experiment this arm belongs to (`recsys experiment report "
+                            "NAME`); its control is the users in no arm")
+    shuffle: bool = Field(False, description="serve the arm's list in random order (a holdout against ranking)")
 
 
 class ServingSettings(_Section):
@@ -177,6 +180,21 @@ class StreamingSettings(_Section):
                                "one folded in from their items' vectors, before the nightly run")
 
 
+class MonitoringSettings(_Section):
+    """The serving log, the reports of `recsys monitor` and `recsys experiment report`, and their thresholds."""
+
+    serving_log_topic: str = Field("serving-log", description="where every answer of GET /recommendations is "
+                                   "logged (Kafka in `services`; the in-process log in `local`)")
+    feature_sample_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of requests whose ranker input "
+                                       "feature values are logged (drift and train/serve skew read them)")
+    log_flush_seconds: float = Field(1.0, gt=0, description="local profile: how often the in-process serving log "
+                                     "is written to the lake")
+    attribution_minutes: float = Field(30.0, gt=0, description="an event without request_id is attributed to the "
+                                       "user's latest impression of its item within this window")
+    reports_dir: Path | None = Field(None, description="where reports go, in dated folders; default "
+                                     "data_dir/reports")
+
+
 class Settings(BaseSettings):
     """Everything a component needs to find its data and servers."""
 
@@ -196,6 +214,7 @@ class Settings(BaseSettings):
     features: FeatureStoreSettings = FeatureStoreSettings()
     serving: ServingSettings = ServingSettings()
     streaming: StreamingSettings = StreamingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -219,6 +238,11 @@ class Settings(BaseSettings):
     @property
     def lake_path(self) -> Path:
         return self.data_path / "lake"
+
+    @property
+    def reports_path(self) -> Path:
+        """Where `recsys monitor` and `recsys experiment report` write, one dated folder per day."""
+        return self.monitoring.reports_dir or self.data_path / "reports"
 
     @property
     def embedded_path(self) -> Path:
