@@ -14,7 +14,8 @@ deduplicate by ``request_id`` (delivery is at-least-once).
 | `degradation`, `cached` | the rung and whether layer 1 answered |
 | `latency_ms`, `stage_ms` | total and per stage (JSON object) |
 | `item_ids`, `scores`, `sources`, `explanations` | the served list, rank order |
-| `features` | sampled requests only (`monitoring.feature_sample_rate`): the ranker's input, JSON `{column: [value per ranked candidate]}`, `user_id`/`item_id` columns included; null otherwise |
+| `features` | sampled requests (`monitoring.feature_sample_rate`): the ranker's input, JSON |
+|  | `{column: [value per ranked candidate]}` with `user_id`/`item_id` columns; null otherwise |
 """
 
 from __future__ import annotations

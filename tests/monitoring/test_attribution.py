@@ -25,7 +25,8 @@ def record(request_id: str, user: str, items: list[str], at: datetime, variant: 
             "explanations": ["similar_users"] * len(items), "features": None}
 
 
-def event(user: str, item: str, at: datetime, action: str = "click", request_id: str | None = None) -> dict[str, object]:
+def event(user: str, item: str, at: datetime, action: str = "click",
+          request_id: str | None = None) -> dict[str, object]:
     return {"event_id": f"{user}-{item}-{at.timestamp()}-{action}", "user_id": user, "item_id": item,
             "event_time": pd.Timestamp(at), "action_type": action, "value": None, "session_id": None,
             "context": json.dumps({"request_id": request_id}) if request_id else None}
