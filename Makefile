@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .PHONY: consumers install demo features test test-local services-up services-down services-status lint bench clean serve bento
+.PHONY: monitor tools
 
 # constraints.txt pins every transitive package to the set the tests ran with.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -18,6 +19,10 @@ install: $(INSTALLED)
 
 demo: install
 	$(BIN)/recsys --profile local demo
+
+# The index page of the newest reports (drift, quality, skew, experiments): data_dir/reports/index.html.
+monitor: install
+	$(BIN)/recsys monitor build
 
 # Rebuild the feature tables from the lake, apply the Feast repository and materialize (PROFILE=services for Redis).
 PROFILE ?= local
@@ -57,10 +62,16 @@ kafka-cluster-up: install
 kafka-cluster-down:
 	bash infra/kafka_cluster.sh stop
 
-test: install services-up
+# The tools the tests drive besides the servers: headless Chromium (screenshots of the HTML reports) and promtool
+# (the Prometheus alert rules), from Debian's packages, installed once.
+tools:
+	bash infra/browser.sh
+	bash infra/promtool.sh
+
+test: install services-up tools
 	$(BIN)/pytest -ra
 
-test-local: install
+test-local: install tools
 	$(BIN)/pytest -ra -m "not services"
 
 # Style and types, the layers (import-linter: imports run downwards only) and declared vs imported (deptry).

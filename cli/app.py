@@ -481,6 +481,7 @@ def precompute(
     out.print(f"precomputed top {k} for {written:,} users (expires in {settings.serving.precomputed_ttl_seconds:,}s)")
 
 
+import cli.monitor_board  # noqa: E402, F401
 from cli.monitor import experiment, monitor  # noqa: E402 - the groups' commands register on import
 
 app.add_typer(monitor, name="monitor")
