@@ -482,6 +482,7 @@ def precompute(
 
 
 import cli.monitor_board  # noqa: E402, F401
+import cli.monitor_experiment  # noqa: E402, F401
 from cli.monitor import experiment, monitor  # noqa: E402 - the groups' commands register on import
 
 app.add_typer(monitor, name="monitor")

@@ -193,6 +193,34 @@ class MonitoringSettings(_Section):
                                        "user's latest impression of its item within this window")
     reports_dir: Path | None = Field(None, description="where reports go, in dated folders; default "
                                      "data_dir/reports")
+    quality_k: int = Field(10, ge=1, description="`recsys monitor quality`: the list depth its ranking metrics "
+                           "(NDCG@k, MRR@k, hit rate@k, ...) are read at")
+    quality_max_drop: float = Field(0.1, ge=0, le=1, description="quality fails when a served group's online NDCG@k, "
+                                    "or the newest ranker's offline NDCG@k, is more than this share below the "
+                                    "reference's (the most served group; the ranker in service)")
+    quality_min_lists: int = Field(30, ge=1, description="online groups (variant, model version) with fewer lists "
+                                   "that got a click are reported but not judged")
+    quality_offline_users: int = Field(300, ge=1, description="users of the lake's last day sampled for the offline "
+                                       "comparison of the newest ranker with the one in service")
+    quality_history_items: int = Field(20, ge=1, description="each evaluated user's latest items before the window: "
+                                       "Evidently's training data (popularity bias, novelty, serendipity)")
+    quality_max_lists: int = Field(2000, ge=1, description="online lists per group measured (a seeded sample "
+                                   "above this; Evidently's diversity compares every pair of listed items)")
+    skew_tolerance: float = Field(1e-4, ge=0, description="`recsys monitor skew`: numbers match when they differ by "
+                                  "at most this times max(1, |offline value|)")
+    skew_threshold: float = Field(0.01, ge=0, le=1, description="a feature whose share of mismatching values (served "
+                                  "against recomputed point in time) is above this is skewed; the command fails")
+    skew_max_requests: int = Field(500, ge=1, description="the newest sampled requests the skew report recomputes "
+                                   "(each is one point-in-time join per ranked candidate)")
+    experiment_alpha: float = Field(0.05, gt=0, lt=1, description="`recsys experiment report`: a variant's "
+                                    "difference from control is significant below this p-value (95% intervals)")
+    experiment_srm_alpha: float = Field(0.001, gt=0, lt=1, description="sample-ratio mismatch: users per arm "
+                                        "against the buckets' shares fail the chi-square test below this p-value")
+    experiment_p99_latency_ms: float = Field(500.0, gt=0, description="guardrail: no arm's p99 answer latency "
+                                             "(serving log) above this")
+    experiment_degradation_margin: float = Field(0.05, ge=0, le=1, description="guardrail: no variant's share of "
+                                                 "degraded answers (a rung below `full`, cold start aside) more "
+                                                 "than this above control's")
 
 
 class Settings(BaseSettings):
