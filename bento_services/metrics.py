@@ -27,6 +27,10 @@ STAGE_FAILURES = Counter("recsys_stage_failures", "Stage failures by stage and r
 EVENTS_PUBLISHED = Counter("recsys_events_published", "Events published to the bus by kind and result",
                            ["kind", "result"], registry=REGISTRY)
 
+SERVING_LOG = Counter("recsys_serving_log_records", "Serving-log records by result: written (to Kafka or the lake), "
+                      "dropped (the buffer was full: the sink is down or slow), failed (a write that raised)",
+                      ["result"], registry=REGISTRY)
+
 
 def count_published(kind: str, result: str) -> None:
     """The bus's `Outcome` callback: one count per publish, by kind and result (`ok` or `failed`)."""

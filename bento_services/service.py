@@ -38,6 +38,7 @@ class Recsys:
         from bento_services.metrics import count_published
         from bento_services.pipeline.pipeline import build_pipeline
         from bento_services.pipeline.rankers import load_rankers
+        from bento_services.serving_log import open_serving_log
         from recsys.backends import open_bus
 
         default, variants = load_rankers(SETTINGS) if self.ranker is not None else (None, {})
@@ -47,7 +48,9 @@ class Recsys:
         self.users = CatalogUsers(SETTINGS)
         self.items = CatalogItems(SETTINGS)
         self.lag = consumer_lag(SETTINGS)
-        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users, lag=self.lag, items=self.items))
+        self.serving_log = open_serving_log(SETTINGS)
+        API.plug(create_app(SETTINGS, self.pipeline, self.bus, users=self.users, lag=self.lag, items=self.items,
+                            serving_log=self.serving_log))
 
     @bentoml.on_startup
     def freeze_heap(self) -> None:
@@ -62,6 +65,7 @@ class Recsys:
         self.items.close()
         if self.lag is not None:
             self.lag.close()
+        self.serving_log.close()
 
 
 Recsys.add_asgi_middleware(hosting.OwnRoutes, api=API, paths=ENDPOINTS)  # type: ignore[attr-defined]  # a Service

@@ -87,7 +87,10 @@ def open_activity(settings: Settings, prefix: str) -> ActivityStore:
 
 
 #: Every consumer of `interaction-events`, by the name `recsys consume` takes (its group is prefix + name).
-CONSUMERS = ("store-writer", "lake-writer", "sessions", "users", "features")
+EVENT_CONSUMERS = ("store-writer", "lake-writer", "sessions", "users", "features")
+#: Every consumer `recsys consume` runs: those of the events, and `serving-log` (the `serving-log` topic to the
+#: lake; in `local` the API writes its log to the lake itself).
+CONSUMERS = (*EVENT_CONSUMERS, "serving-log")
 
 
 def open_consumer(settings: Settings, name: str) -> Consumer:
@@ -95,6 +98,10 @@ def open_consumer(settings: Settings, name: str) -> Consumer:
 
     if name == "store-writer":
         return StoreWriter(lambda: open_interactions(settings))
+    if name == "serving-log":
+        from recsys.streaming.serving_log import ServingLogWriter
+
+        return ServingLogWriter(settings.lake_path, settings.monitoring.serving_log_topic)
     if name == "lake-writer":
         return LakeWriter(open_lake(settings))
     if name == "sessions":
@@ -142,7 +149,7 @@ def open_bus(settings: Settings, outcome: Outcome = ignore_outcome) -> EventBus:
     from recsys.features.store import registered
 
     bus = InProcessBus(serving.publish_retries, serving.publish_timeout_ms, outcome)
-    for name in CONSUMERS:
+    for name in EVENT_CONSUMERS:
         # The feature updater needs an applied feature repository (`recsys feast-apply`); without one there
         # is no online store to update.
         if name != "features" or registered(settings, PUSH_SOURCE):

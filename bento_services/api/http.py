@@ -45,12 +45,14 @@ from bento_services.api.schemas import (
 )
 from bento_services.metrics import REGISTRY, REQUEST_SECONDS, REQUESTS, count_published
 from bento_services.pipeline.contracts import (
+    LOG_ONLY,
     Ranker,
     RecommendationRequest,
     RecommendationResponse,
     RecommendationService,
     RequestContext,
 )
+from bento_services.serving_log import ServingLog
 from recsys.bus import EventBus
 from recsys.errors import PayloadTooLargeError, RecsysError, StoreUnavailableError
 from recsys.settings import Settings
@@ -72,13 +74,15 @@ _CONTEXT_ARG = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGT
 
 def create_app(settings: Settings, service: RecommendationService, bus: EventBus, *,
                users: UserDirectory | None = None, lag: ConsumerLag | None = None,
-               items: ItemCatalog | None = None, close_on_shutdown: bool = False) -> FastAPI:
+               items: ItemCatalog | None = None, serving_log: ServingLog | None = None,
+               close_on_shutdown: bool = False) -> FastAPI:
     """The API over `service` and `bus`.
 
     `users` is where `POST /users` writes profiles (503 without one). Events of any user are accepted: a
     new user's first event creates them (the `users` consumer). `items` is where the admin route `POST /items`
     writes items (503 without one). With `close_on_shutdown` the app closes service, bus, directory and item
-    catalog when it stops. `lag`, when given, is reported by `/readyz`.
+    catalog when it stops. `lag`, when given, is reported by `/readyz`. `serving_log`, when given, gets every
+    answer of `GET /recommendations` (`bento_services.serving_log`); it is closed (flushed) on shutdown.
     """
 
     @asynccontextmanager
@@ -93,6 +97,8 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
                 items.close()
             if lag is not None:
                 lag.close()
+        if serving_log is not None:
+            serving_log.close()
 
     def accept(kind: str, event: InteractionIn | FeedbackIn) -> Accepted:
         """Apply not-interested, publish: one trip to the thread pool."""
@@ -123,13 +129,20 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         n: Annotated[int, Query(ge=1, le=max_n, description=f"list length, 1 to {max_n}")] = 50,
         device: _CONTEXT_ARG = None, page: _CONTEXT_ARG = None, session_id: _CONTEXT_ARG = None,
     ) -> Response:
-        """Top-n items for the user; headers X-Experiment, X-Model-Version and X-Degradation repeat the body.
+        """Top-n items for the user; headers X-Request-Id, X-Experiment, X-Model-Version and X-Degradation repeat
+        the body. Send `request_id` back on `POST /interactions` about these items (it attributes clicks).
 
         A user the catalog does not know, or one with no event yet, gets the `cold_start` rung: the popular
         items of their onboarding categories (`POST /users`), else the popular ones.
         """
         request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id))
-        return _recommendations(await run_in_threadpool(service.recommend, request))
+        return _recommendations(await run_in_threadpool(answer, request))
+
+    def answer(request: RecommendationRequest) -> RecommendationResponse:
+        result = service.recommend(request)
+        if serving_log is not None:
+            serving_log.record(result)
+        return result
 
     @app.post("/interactions", status_code=202, response_model=Accepted, dependencies=guarded,
               responses=_POST_ERRORS)
@@ -222,6 +235,7 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
     from bento_services.api.items import CatalogItems
     from bento_services.api.lag import consumer_lag
     from bento_services.pipeline.pipeline import build_pipeline
+    from bento_services.serving_log import open_serving_log
     from recsys.backends import open_bus
 
     if ranker is None:
@@ -232,13 +246,14 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
         variants = {}
     service = build_pipeline(settings, candidates_dir=candidates_dir, ranker=ranker, variant_rankers=variants)
     return create_app(settings, service, open_bus(settings, count_published), users=CatalogUsers(settings),
-                      lag=consumer_lag(settings), items=CatalogItems(settings), close_on_shutdown=True)
+                      lag=consumer_lag(settings), items=CatalogItems(settings),
+                      serving_log=open_serving_log(settings), close_on_shutdown=True)
 
 
 def _recommendations(answer: RecommendationResponse) -> Response:
-    body = _ANSWER.dump_json(answer, exclude={"stage_ms"})
+    body = _ANSWER.dump_json(answer, exclude=set(LOG_ONLY))
     return Response(body, media_type="application/json", headers={
-        "X-Experiment": answer.variant, "X-Model-Version": answer.model_version,
+        "X-Request-Id": answer.request_id, "X-Experiment": answer.variant, "X-Model-Version": answer.model_version,
         "X-Degradation": answer.degradation.value,
     })
 

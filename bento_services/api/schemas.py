@@ -109,6 +109,13 @@ EventId = Annotated[
 ]
 
 
+RequestId = Annotated[
+    str | None,
+    Field(None, min_length=1, max_length=64, description="the `request_id` of the answer that showed the item: "
+          "attributes this event to that impression (CTR, experiments); optional"),
+]
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -129,6 +136,7 @@ class InteractionIn(_Input):
     context: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] | None = Field(
         None, max_length=32, description="string -> string request context (device, page, ...)")
     event_id: EventId
+    request_id: RequestId = None
 
     def to_payload(self) -> dict[str, Any]:
         assert self.event_time is not None  # filled in by the validator
@@ -136,7 +144,7 @@ class InteractionIn(_Input):
             "kind": "interaction", "schema_version": SCHEMA_VERSION,
             "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
             "event_time": _iso(self.event_time), "action_type": self.action_type, "value": self.value,
-            "session_id": self.session_id, "context": self.context or {},
+            "session_id": self.session_id, "context": self.context or {}, "request_id": self.request_id,
         }
 
 
@@ -150,6 +158,7 @@ class FeedbackIn(_Input):
     reason: Annotated[str, Field(max_length=500)] | None = None
     event_time: EventTime = None
     event_id: EventId
+    request_id: RequestId = None
 
     @model_validator(mode="after")
     def _value_only_for_ratings(self) -> FeedbackIn:
@@ -165,6 +174,7 @@ class FeedbackIn(_Input):
             "kind": "feedback", "schema_version": SCHEMA_VERSION,
             "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
             "event_time": _iso(self.event_time), "feedback": self.kind, "value": self.value, "reason": self.reason,
+            "request_id": self.request_id,
         }
 
 
@@ -264,6 +274,8 @@ class ItemOut(BaseModel):
 
 
 class RecommendationsOut(BaseModel):
+    request_id: str = Field(description="this answer's id, also in the X-Request-Id header: send it back on "
+                            "POST /interactions and /feedback about its items")
     user_id: str
     items: list[ItemOut]
     variant: str = Field(description="experiment variant, also in the X-Experiment header")

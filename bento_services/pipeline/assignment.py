@@ -28,8 +28,13 @@ class Assignment:
     def changes_ranking(self) -> bool:
         """Whether this arm ranks differently from what the precompute job wrote (control's ranking)."""
         return self.variant is not None and (
-            self.variant.ranker_version is not None or self.variant.diversity_boost != 0.0
+            self.variant.ranker_version is not None or self.variant.diversity_boost != 0.0 or self.variant.shuffle
         )
+
+    @property
+    def shuffle(self) -> bool:
+        """A holdout arm: its lists are served in random order."""
+        return self.variant is not None and self.variant.shuffle
 
     @property
     def diversity_boost(self) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -68,6 +68,15 @@ class RecommendationResponse:
     degradation: Degradation
     cached: bool = False  # answered from the precomputed layer
     stage_ms: dict[str, float] = field(default_factory=dict)
+    request_id: str = ""  # clients send it back with their events about these items (attribution)
+    # For the serving log only (not in the HTTP body): the user's bucket, the candidate artifact, and the
+    # ranker's input for the requests whose features are sampled (`monitoring.feature_sample_rate`).
+    bucket: int = -1
+    candidates_version: str = ""
+    features: dict[str, list[Any]] | None = None
+
+#: What the serving log keeps and the HTTP body leaves out.
+LOG_ONLY = frozenset({"stage_ms", "bucket", "candidates_version", "features"})
 
 
 class Ranker(Protocol):

@@ -22,7 +22,9 @@ import heapq
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ from recsys.backends import (
 )
 from recsys.errors import StoreUnavailableError
 from recsys.models.candidates import Candidate
+from recsys.serving_log import new_request_id, sampled
 from recsys.settings import Settings
 from recsys.stores import CatalogStore, InteractionStore, UserVectorStore
 from recsys.stores.activity import Activity, ActivityStore
@@ -111,21 +114,22 @@ class RecommendationPipeline(TablesUpkeep):
         started = time.perf_counter()
         timings: dict[str, float] = {}
         arm = assign(request.user_id, self.settings.serving.experiments)
+        trace = _Trace(new_request_id(), self.settings.monitoring.feature_sample_rate)
         user, known, excluded, activity = self._lookup(request.user_id, timings)
         if not activity and _is_new(user, known) and (user is None or not self._has_history(request.user_id, timings)):
             onboarding = _categories(user.get("preferred_categories") if user else None)
             return self._respond(request, self._popular(request, excluded, onboarding), arm, "popular",
-                                 Degradation.COLD_START, timings, started)
+                                 Degradation.COLD_START, timings, started, trace)
         now_ms = int((request.at or datetime.now(UTC)).timestamp() * 1000)
         if use_precomputed and not arm.changes_ranking:
             cached = self._precomputed(request, excluded, timings)
             if cached is not None:
                 cached = self._with_session(cached, activity, now_ms, request.n, excluded)
                 return self._respond(request, cached, arm, self.tables.version, Degradation.FULL, timings, started,
-                                     cached=True)
-        items, version, level = self._full_path(request, user, arm, excluded, timings, activity)
+                                     trace, cached=True)
+        items, version, level = self._full_path(request, user, arm, excluded, timings, activity, trace)
         items = self._with_session(items, activity, now_ms, request.n, excluded)
-        return self._respond(request, items, arm, version, level, timings, started)
+        return self._respond(request, items, arm, version, level, timings, started, trace)
 
     def _with_session(self, items: list[RecommendedItem], activity: list[Activity], now_ms: int, n: int,
                       excluded: set[str]) -> list[RecommendedItem]:
@@ -164,7 +168,7 @@ class RecommendationPipeline(TablesUpkeep):
     # -- the ladder -------------------------------------------------------------------------------------
     def _full_path(
         self, request: RecommendationRequest, user: dict[str, Any] | None, arm: Assignment, excluded: set[str],
-        timings: dict[str, float], activity: list[Activity] | None = None,
+        timings: dict[str, float], activity: list[Activity] | None = None, trace: _Trace | None = None,
     ) -> tuple[list[RecommendedItem], str, Degradation]:
         history, vector = self._user_state(request.user_id, timings)
         if activity:  # the recent events, which the interaction store may not hold yet
@@ -184,7 +188,7 @@ class RecommendationPipeline(TablesUpkeep):
             if fallback is not None:
                 return fallback, self.tables.version, Degradation.PRECOMPUTED
             return self._popular(request, excluded | set(history)), "popular", Degradation.POPULAR
-        scores, version, level = self._score(request, self._ranker_for(arm), candidates, vector, timings)
+        scores, version, level = self._score(request, self._ranker_for(arm), candidates, vector, timings, trace)
         sources = [main_source(c.sources) for c in candidates]
         started = time.perf_counter()
         items = self.post.apply([c.item_id for c in candidates], scores, sources, excluded | set(history),
@@ -202,7 +206,8 @@ class RecommendationPipeline(TablesUpkeep):
         return self.variant_rankers.get(version, self.ranker) if version is not None else self.ranker
 
     def _score(self, request: RecommendationRequest, ranker: Ranker | None, candidates: list[Candidate],
-               vector: np.ndarray | None, timings: dict[str, float]) -> tuple[np.ndarray, str, Degradation]:
+               vector: np.ndarray | None, timings: dict[str, float],
+               trace: _Trace | None = None) -> tuple[np.ndarray, str, Degradation]:
         fused = candidate_scores(candidates)
         assembler, retriever = self.assembler, self.retriever
         if ranker is None or assembler is None or retriever is None or not candidates:
@@ -220,6 +225,8 @@ class RecommendationPipeline(TablesUpkeep):
         else:
             if fresh < self.settings.serving.min_fresh_share:
                 return fused, self.tables.version, Degradation.STALE_FEATURES
+        if trace is not None and trace.sampled:
+            trace.features = features
         embedding = retriever.embedding_scores(vector, ids)
         try:
             scores = self.runner.run("ranking", lambda: rank_scores(ranker, features, head, embedding), timings)
@@ -362,13 +369,33 @@ class RecommendationPipeline(TablesUpkeep):
             return default
 
     def _respond(self, request: RecommendationRequest, items: list[RecommendedItem], arm: Assignment, version: str,
-                 level: Degradation, timings: dict[str, float], started: float,
+                 level: Degradation, timings: dict[str, float], started: float, trace: _Trace,
                  cached: bool = False) -> RecommendationResponse:
         if not items:
             items, version, level = self._popular(request, set()), "popular", Degradation.POPULAR
+        if arm.shuffle:
+            items = _shuffled(items, trace.request_id)
         DEGRADATIONS.labels(level.value).inc()
         _timed("total", started, timings)
-        return RecommendationResponse(request.user_id, items, arm.name, version, level, cached, timings)
+        return RecommendationResponse(request.user_id, items, arm.name, version, level, cached, timings,
+                                      trace.request_id, arm.bucket, self.tables.version, trace.features)
+
+
+class _Trace:
+    """What one request leaves for the serving log: its id and, when sampled, the ranker's input."""
+
+    __slots__ = ("features", "request_id", "sampled")
+
+    def __init__(self, request_id: str, sample_rate: float) -> None:
+        self.request_id = request_id
+        self.sampled = sampled(request_id, sample_rate)
+        self.features: dict[str, list[Any]] | None = None
+
+
+def _shuffled(items: list[RecommendedItem], seed: str) -> list[RecommendedItem]:
+    """A holdout arm's answer: the same items in a random order (seeded by the request), ranks renumbered."""
+    order = np.random.default_rng(zlib.crc32(seed.encode())).permutation(len(items))
+    return [replace(items[k], rank=rank) for rank, k in enumerate(order, start=1)]
 
 
 def _timed(stage: str, started: float, timings: dict[str, float]) -> None:

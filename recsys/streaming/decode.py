@@ -4,7 +4,8 @@ A message is a JSON object with ``kind`` (``interaction`` or ``feedback``), keye
 API writes ``schema_version`` 1 (messages without one are version 1, as the first producers wrote them).
 `decode` raises `InvalidEvent` with the reason the dead-letter queue records; `interaction_row` is the
 row the stores and the lake keep (ratings become ``rate`` interactions; not-interested and report
-feedback are not interactions).
+feedback are not interactions). An optional ``request_id`` (the answer that showed the item) is kept in the
+row's ``context`` JSON under "request_id".
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def validate(payload: dict[str, Any]) -> None:
     value = payload.get("value")
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
         raise InvalidEvent(f"value must be a number or null, got {value!r}")
+    request_id = payload.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or not request_id or len(request_id) > MAX_ID):
+        raise InvalidEvent(f"request_id must be null or a non-empty string of at most {MAX_ID} characters")
     if kind == "feedback" and payload["feedback"] == "rating" and value is None:
         raise InvalidEvent("a rating needs a value")
     try:
@@ -91,11 +95,14 @@ def interaction_rows(events: list[dict[str, Any]]) -> pd.DataFrame:
         if action is None:
             continue
         interaction = payload["kind"] == "interaction"
+        context = dict(payload.get("context") or {}) if interaction else {}
+        if isinstance(payload.get("request_id"), str):  # the answer that showed the item (attribution)
+            context["request_id"] = payload["request_id"]
         rows.append({
             "event_id": payload["event_id"], "user_id": payload["user_id"], "item_id": payload["item_id"],
             "event_time": payload.get("_at", None) or event_time(payload), "action_type": action,
             "value": payload.get("value"), "session_id": payload.get("session_id") if interaction else None,
-            "context": context_to_json(payload.get("context")) if interaction else None,
+            "context": context_to_json(context),
         })
     frame = pd.DataFrame(rows, columns=list(INTERACTION_COLUMNS))
     frame["value"] = frame["value"].astype("float64")

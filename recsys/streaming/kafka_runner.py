@@ -40,6 +40,8 @@ class KafkaRunner:
         self.applied = 0  # events applied and committed by this runner (tests and benchmarks read it)
         self._kafka: Any = None
         self._dlq: Any = None
+        # A consumer of another topic than the events brings its own topic and decoder.
+        self._decode = getattr(consumer, "decode", decode)
 
     def run(self) -> None:
         """Consume until `stop` is set; the current batch is finished and committed first."""
@@ -48,7 +50,8 @@ class KafkaRunner:
         ensure_topics(self.settings)
         streaming = self.settings.streaming
         self._kafka = KafkaConsumer(
-            self.settings.kafka.topic, bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
+            getattr(self.consumer, "topic", self.settings.kafka.topic),
+            bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
             group_id=self.group, client_id=f"{self.group}-{os.getpid()}", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=streaming.batch_max_events,
             max_poll_interval_ms=300_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
@@ -105,7 +108,7 @@ class KafkaRunner:
         for records in batch.values():
             for record in records:
                 try:
-                    events.append(decode(record.value))
+                    events.append(self._decode(record.value))
                 except InvalidEvent as exc:
                     invalid.append((record, exc.reason))
         try:

@@ -1,7 +1,7 @@
 """The topics the project owns and the consumers' lag, through Kafka's admin API.
 
-`ensure_topics` creates `interaction-events` with `streaming.partitions` partitions (so consumers can scale
-out) and its dead-letter topic, and raises the partition count of a topic created smaller (by an
+`ensure_topics` creates `interaction-events` and `serving-log` with `streaming.partitions` partitions (so
+consumers can scale out) and the dead-letter topic, and raises the partition count of a topic created smaller (by an
 auto-create, say). `group_lag` is what `recsys consume --status` prints and `/readyz` compares.
 """
 
@@ -27,13 +27,19 @@ def admin(settings: Settings) -> Any:
                             request_timeout_ms=TIMEOUT_MS, bootstrap_timeout_ms=TIMEOUT_MS)
 
 
+def topic_of(settings: Settings, name: str) -> str:
+    """The topic consumer `name` reads."""
+    return settings.monitoring.serving_log_topic if name == "serving-log" else settings.kafka.topic
+
+
 def ensure_topics(settings: Settings) -> None:
     """Create the event and dead-letter topics if missing; grow the event topic to `streaming.partitions`."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     streaming = settings.streaming
-    wanted = {settings.kafka.topic: streaming.partitions, streaming.dlq_topic: 1}
+    wanted = {settings.kafka.topic: streaming.partitions, streaming.dlq_topic: 1,
+              settings.monitoring.serving_log_topic: streaming.partitions}
     client = admin(settings)
     try:
         existing = {t.get("name") or t.get("topic"): len(t["partitions"]) for t in client.describe_topics(list(wanted))
@@ -55,23 +61,24 @@ def ensure_topics(settings: Settings) -> None:
 
 
 def group_lag(settings: Settings, names: list[str]) -> dict[str, dict[int, int]]:
-    """Per consumer name, per partition of the event topic: events not yet committed by its group."""
+    """Per consumer name, per partition of the topic it reads: events not yet committed by its group."""
     from kafka import KafkaConsumer, TopicPartition
 
-    topic = settings.kafka.topic
     client = admin(settings)
     reader = KafkaConsumer(bootstrap_servers=_servers(settings), request_timeout_ms=TIMEOUT_MS + 1000,
                            client_id="recsys-lag")
     try:
-        partitions = sorted(reader.partitions_for_topic(topic) or ())
-        ends = reader.end_offsets([TopicPartition(topic, p) for p in partitions])
+        topics = {topic_of(settings, name) for name in names}
+        ends_of = {topic: reader.end_offsets([TopicPartition(topic, p)
+                                              for p in sorted(reader.partitions_for_topic(topic) or ())])
+                   for topic in topics}
         groups = [settings.streaming.group_prefix + name for name in names]
         committed = client.list_group_offsets({g: None for g in groups})
         lag: dict[str, dict[int, int]] = {}
         for name, group in zip(names, groups):
             offsets = committed.get(group, {})
             lag[name] = {}
-            for tp, end in ends.items():
+            for tp, end in ends_of[topic_of(settings, name)].items():
                 done = offsets.get(tp)
                 lag[name][tp.partition] = int(end) - (done.offset if done is not None and done.offset >= 0 else 0)
         return lag

@@ -64,7 +64,7 @@ def live_settings(profile: str, tmp_path: Path, request: pytest.FixtureRequest, 
                   ) -> Settings:
     """Settings for a test of the whole API: in `services`, Kafka is checked, and the test gets a private
     PostgreSQL database, its own Redis database, and a topic, dead-letter topic and consumer groups of its
-    own (`name` + a random tag; 4 partitions, short lingering)."""
+    own (`name` + a random tag; 4 partitions, short lingering), serving-log topic included."""
     settings = make_settings(profile, tmp_path)
     if profile != "services":
         return settings
@@ -78,6 +78,7 @@ def live_settings(profile: str, tmp_path: Path, request: pytest.FixtureRequest, 
         "streaming": settings.streaming.model_copy(update={
             "dlq_topic": f"{tag}.dlq", "group_prefix": f"{tag}-", "partitions": 4, "batch_linger_ms": 20,
             "backoff_max_seconds": 1.0}),
+        "monitoring": settings.monitoring.model_copy(update={"serving_log_topic": f"{tag}.served"}),
     })
 
 

@@ -19,13 +19,14 @@ from recsys.streaming.topics import ensure_topics, group_lag
 
 
 def own_streams(settings: Settings, name: str) -> Settings:
-    """`settings` with a topic, DLQ and consumer groups of the test's own."""
+    """`settings` with a topic, DLQ, serving-log topic and consumer groups of the test's own."""
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     return settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"topic": f"test-{tag}"}),
         "streaming": settings.streaming.model_copy(update={
             "dlq_topic": f"test-{tag}.dlq", "group_prefix": f"test-{tag}-", "partitions": 4,
             "batch_linger_ms": 20, "backoff_max_seconds": 1.0}),
+        "monitoring": settings.monitoring.model_copy(update={"serving_log_topic": f"test-{tag}.served"}),
     })
 
 

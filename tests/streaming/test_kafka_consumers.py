@@ -193,7 +193,9 @@ def test_the_lag_readyz_reports_follows_each_group(settings: Settings) -> None:
     try:
         wait_until(lambda: watch.report()["lag"] is not None, 30, "the lag was read")
         report = watch.report()
-        assert report["lag"] == {name: len(sent) for name in report["lag"]}  # type: ignore[union-attr]
+        # Every consumer of the events is behind by all of them; `serving-log` reads another topic, still empty.
+        assert report["lag"] == {name: 0 if name == "serving-log" else len(sent)  # type: ignore[union-attr]
+                                 for name in report["lag"]}
         assert report["within_threshold"] is False and report["threshold"] == 50
         with members(settings, ["sessions"]):
             wait_until(lambda: watch.report()["lag"]["sessions"] == 0, 60, "the sessions group caught up")  # type: ignore[index]
