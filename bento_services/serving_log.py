@@ -28,7 +28,7 @@ BUFFER = 20_000
 
 def to_record(answer: RecommendationResponse, at: datetime | None = None) -> dict[str, Any]:
     """The serving-log record of an answer (serving_log.SCHEMA, `served_at` in epoch milliseconds)."""
-    moment = at or datetime.now(UTC)
+    moment = at or answer.at or datetime.now(UTC)
     return {
         "request_id": answer.request_id, "served_at": int(moment.timestamp() * 1000), "user_id": answer.user_id,
         "variant": answer.variant, "bucket": answer.bucket, "model_version": answer.model_version,

@@ -137,6 +137,8 @@ class ServingSettings(_Section):
     rate_limit_burst: int = 400
     max_n: int = 200
     max_body_bytes: int = 16_384
+    allow_as_of: bool = Field(False, description="GET /recommendations accepts `as_of` (answer as at that moment: "
+                              "replays, simulations of a past day); off in production, where it is a 403")
     experiments: list[ExperimentVariant] = Field(default_factory=list, description="empty: everyone in control")
     stage_timeout_ms: dict[str, float] = Field(
         default_factory=lambda: {"candidates": 100.0, "features": 50.0, "ranking": 100.0},

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bento_services.api.auth import API_KEY_HEADER, ApiKeyGate
+from bento_services.api.auth import API_KEY_HEADER, ApiKeyGate, ForbiddenError
 from bento_services.api.directory import UserDirectory
 from bento_services.api.items import ItemCatalog
 from bento_services.api.lag import ConsumerLag
@@ -128,6 +129,8 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)],
         n: Annotated[int, Query(ge=1, le=max_n, description=f"list length, 1 to {max_n}")] = 50,
         device: _CONTEXT_ARG = None, page: _CONTEXT_ARG = None, session_id: _CONTEXT_ARG = None,
+        as_of: Annotated[datetime | None, Query(description="answer as at this moment (ISO 8601; naive is UTC): "
+                                                "replays and simulations; 403 unless serving.allow_as_of")] = None,
     ) -> Response:
         """Top-n items for the user; headers X-Request-Id, X-Experiment, X-Model-Version and X-Degradation repeat
         the body. Send `request_id` back on `POST /interactions` about these items (it attributes clicks).
@@ -135,7 +138,12 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         A user the catalog does not know, or one with no event yet, gets the `cold_start` rung: the popular
         items of their onboarding categories (`POST /users`), else the popular ones.
         """
-        request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id))
+        if as_of is not None:
+            if not settings.serving.allow_as_of:
+                raise ForbiddenError("as_of is for replays and simulations; this server does not accept it "
+                                     "(serving.allow_as_of)")
+            as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+        request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id), at=as_of)
         return _recommendations(await run_in_threadpool(answer, request))
 
     def answer(request: RecommendationRequest) -> RecommendationResponse:

@@ -74,9 +74,10 @@ class RecommendationResponse:
     bucket: int = -1
     candidates_version: str = ""
     features: dict[str, list[Any]] | None = None
+    at: datetime | None = None  # the request's time when it was not now (a replay: `RecommendationRequest.at`)
 
 #: What the serving log keeps and the HTTP body leaves out.
-LOG_ONLY = frozenset({"stage_ms", "bucket", "candidates_version", "features"})
+LOG_ONLY = frozenset({"stage_ms", "bucket", "candidates_version", "features", "at"})
 
 
 class Ranker(Protocol):

@@ -378,7 +378,7 @@ class RecommendationPipeline(TablesUpkeep):
         DEGRADATIONS.labels(level.value).inc()
         _timed("total", started, timings)
         return RecommendationResponse(request.user_id, items, arm.name, version, level, cached, timings,
-                                      trace.request_id, arm.bucket, self.tables.version, trace.features)
+                                      trace.request_id, arm.bucket, self.tables.version, trace.features, request.at)
 
 
 class _Trace:

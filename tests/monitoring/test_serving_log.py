@@ -28,7 +28,8 @@ REDIS_DB = 13
 
 def test_answers_are_logged_and_a_click_is_attributed_to_its_impression(
         profile: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    settings = api_settings(live_settings(profile, tmp_path, request, "servlog", REDIS_DB), publish_timeout_ms=3000.0)
+    settings = api_settings(live_settings(profile, tmp_path, request, "servlog", REDIS_DB), publish_timeout_ms=3000.0,
+                            allow_as_of=True)
     settings = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(
         update={"log_flush_seconds": 0.2})})
     world = build_world(settings, tmp_path)
@@ -42,6 +43,9 @@ def test_answers_are_logged_and_a_click_is_attributed_to_its_impression(
                 assert response.status_code == 200, response.text
                 assert response.headers["X-Request-Id"] == response.json()["request_id"]
                 answers.append(response.json())
+            replay = http.get("/recommendations", params={"user_id": world.warm_user, "n": 3,
+                                                          "as_of": "2026-01-05T10:00:00"})
+            assert replay.status_code == 200, replay.text
             clicked = answers[0]["items"][2]["item_id"]
             posted = http.post("/interactions", json={"user_id": world.warm_user, "item_id": clicked,
                                                       "action_type": "click", "request_id": answers[0]["request_id"]})
@@ -49,7 +53,7 @@ def test_answers_are_logged_and_a_click_is_attributed_to_its_impression(
         # The app flushed its log on shutdown; in `services` the consumers move log and click into the lake.
         ids = [a["request_id"] for a in answers]
         assert len(set(ids)) == len(ids) and all(ids)
-        wait_until(lambda: len(serving_log.read(settings.lake_path)) == len(ids), 30, "the serving log in the lake")
+        wait_until(lambda: len(serving_log.read(settings.lake_path)) == len(ids) + 1, 30, "the serving log in the lake")
         wait_until(lambda: load(settings).events["request_id"].notna().any(), 30, "the click in the lake")
         served_ = load(settings)
     logged = serving_log.read(settings.lake_path).set_index("request_id").loc[ids]
@@ -61,7 +65,11 @@ def test_answers_are_logged_and_a_click_is_attributed_to_its_impression(
             answer["variant"], answer["model_version"], answer["degradation"], answer["cached"])
         assert row["latency_ms"] > 0 and row["candidates_version"] == "v-test"
     assert logged.loc[ids[1], "degradation"] == "cold_start"
-    click = served_.events[served_.events["item_id"] == clicked]
+    replayed = serving_log.read(settings.lake_path).set_index("request_id").loc[replay.json()["request_id"]]
+    assert replayed["served_at"] == pd.Timestamp("2026-01-05T10:00:00", tz="UTC")  # a replay is logged at its time
+    events = served_.events
+    click = events[(events["item_id"] == clicked) & (events["user_id"] == world.warm_user)
+                   & (events["event_time"] > pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=10))]
     assert click[["request_id", "rank", "variant"]].values.tolist() == [[ids[0], 3.0, answers[0]["variant"]]]
 
 
@@ -148,3 +156,14 @@ def test_records_survive_the_wire_format() -> None:
     decoded = ServingLogWriter.decode(_json(record))
     assert decoded["_at"] == pd.Timestamp(record["served_at"], unit="ms", tz="UTC")
     assert serving_log.to_table([decoded]).to_pylist()[0]["item_ids"] == ["i1"]
+
+
+def test_as_of_is_refused_unless_the_server_allows_replays(tmp_path: Path) -> None:
+    from bento_services.api.http import create_app
+    from tests.bento_services.conftest import FakeService, RecordingBus
+
+    settings = api_settings(_settings(tmp_path))
+    with served(create_app(settings, FakeService(), RecordingBus())) as url, client(url) as http:
+        refused = http.get("/recommendations", params={"user_id": "u1", "as_of": "2026-01-05T10:00:00"})
+        assert refused.status_code == 403 and "allow_as_of" in refused.json()["detail"]
+        assert http.get("/recommendations", params={"user_id": "u1"}).status_code == 200
