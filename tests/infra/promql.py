@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from bento_services import metrics as serving_metrics
 from recsys.streaming import metrics as consumer_metrics
 
 #: Every registry a /metrics endpoint serves: the API's and the consumers' (the API's includes them in `local`).
 REGISTRIES: tuple[CollectorRegistry, ...] = (serving_metrics.REGISTRY, consumer_metrics.REGISTRY)
+#: Collectors the API registers when it starts, not on import: the newest drift report's gauges.
+AT_START: tuple[Collector, ...] = (serving_metrics.DriftCollector(Path("/nonexistent")),)
 #: Labels Prometheus adds to every scraped series, and the bucket bound of histograms.
 ADDED_LABELS = {"job", "instance"}
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
@@ -40,16 +45,23 @@ def exported() -> dict[str, Series]:
     """Each series name the registries expose (`recsys_requests_total`, `..._bucket`, a gauge's own name) with
     the labels it carries (`le` on buckets)."""
     found: dict[str, Series] = {}
-    for registry in REGISTRIES:
-        # prometheus_client keeps each collector's name, type and label names in attributes it does not
-        # document; labelled metrics without children expose no sample to read them from.
-        for collector in set(registry._names_to_collectors.values()):
-            name, kind = collector._name, collector._type  # type: ignore[attr-defined]
-            labels = frozenset(collector._labelnames)  # type: ignore[attr-defined]
-            for suffix in SUFFIXES[kind]:
-                extra = {"le"} if suffix == "_bucket" else set()
-                found[name + suffix] = Series(name + suffix, labels | extra)
+    for name, kind, labels in _families():
+        for suffix in SUFFIXES[kind]:
+            extra = {"le"} if suffix == "_bucket" else set()
+            found[name + suffix] = Series(name + suffix, labels | extra)
     return found
+
+
+def _families() -> Iterator[tuple[str, str, frozenset[str]]]:
+    """(name, type, label names) of every metric family. prometheus_client keeps label names in attributes it
+    does not document: a labelled metric without children exposes no sample to read them from."""
+    collectors = {c for registry in REGISTRIES for c in registry._names_to_collectors.values()} | set(AT_START)
+    for collector in collectors:
+        if hasattr(collector, "_labelnames"):  # Counter, Gauge, Histogram, ...
+            yield collector._name, collector._type, frozenset(collector._labelnames)  # type: ignore[attr-defined]
+        else:  # a custom collector: its families say what it exports
+            for family in collector.describe():  # type: ignore[attr-defined]
+                yield family.name, family.type, frozenset(getattr(family, "_labelnames", ()))
 
 
 def metric_names(expr: str) -> set[str]:

@@ -3,6 +3,7 @@ its unit tests (alerts_test.yml), and every rule reads metrics our code exports.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def test_every_rule_reads_metrics_and_labels_our_registries_export() -> None:
 ])
 def test_the_check_names_what_a_renamed_metric_or_label_breaks(expr: str, says: str) -> None:
     assert says in unknown_references(expr)
+
+
+def test_thresholds_are_the_settings_defaults() -> None:
+    """The bounds the project's own checks use: /readyz's lag, the drift report's share, the stage budgets."""
+    from recsys.settings import MonitoringSettings, ServingSettings, StreamingSettings
+
+    bound = {str(rule["alert"]): float(re.findall(r">\s*([0-9.e+]+)\s*$", str(rule["expr"]).strip())[-1])
+             for rule in _rules() if re.search(r">\s*[0-9.e+]+\s*$", str(rule["expr"]).strip())}
+    assert bound["RecsysConsumerLag"] == StreamingSettings().lag_threshold
+    assert bound["RecsysFeatureDrift"] == MonitoringSettings().drift_share_threshold
+    assert bound["RecsysRecommendationsP99OverBudget"] == sum(ServingSettings().stage_timeout_ms.values()) / 1000
