@@ -133,6 +133,11 @@ class ServingSettings(_Section):
     admin_api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-admin-key")],
                                             description="keys accepted in X-API-Key by the admin routes (POST "
                                             "/items); the ordinary keys get 403 there")
+    playground_api_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("dev-key")],
+        description="keys of `api_keys` that may also use the debugging aids of the web playground (GET "
+        "/playground): force an experiment variant (`variant=` on GET /recommendations), read a user's history "
+        "and the ranker's feature values; empty: no playground (404)")
     rate_limit_per_second: float = Field(200.0, description="per-key token bucket refill rate")
     rate_limit_burst: int = 400
     max_n: int = 200
@@ -195,6 +200,38 @@ class MonitoringSettings(_Section):
                                        "user's latest impression of its item within this window")
     reports_dir: Path | None = Field(None, description="where reports go, in dated folders; default "
                                      "data_dir/reports")
+    drift_window_hours: float = Field(24.0, gt=0, description="`recsys monitor drift`: the current window, the "
+                                      "last this many hours of the serving log (up to its newest request)")
+    drift_reference_days: float = Field(7.0, gt=0, description="prediction drift's reference: this many days of "
+                                        "the serving log before the current window; event quality's: of the "
+                                        "history before the incoming events")
+    drift_min_rows: int = Field(200, ge=1, description="a side with fewer rows is not compared (the report says "
+                                "why; prediction drift then splits the current window in halves)")
+    drift_max_rows: int = Field(20_000, ge=100, description="rows sampled (seeded) per side of each comparison")
+    drift_share_threshold: float = Field(0.3, ge=0, lt=1, description="feature drift fails when more than this "
+                                         "share of the ranker's features drifted (Evidently's DriftedColumnsCount; "
+                                         "the RecsysFeatureDrift alert's bound too); prediction drift fails when "
+                                         "any of score, source, degradation did")
+    drift_num_method: str | None = Field(None, description="Evidently stat test for numerical columns (`wasserstein`, "
+                                         "`ks`, `psi`, ...); None: Evidently's choice (Wasserstein distance above "
+                                         "1,000 rows, Kolmogorov-Smirnov below)")
+    drift_cat_method: str | None = Field(None, description="the same for categorical columns (`jensenshannon`, "
+                                         "`chisquare`, `psi`, ...)")
+    drift_column_threshold: float | None = Field(None, description="one column's drift threshold for every column; "
+                                                 "None: the method's default (0.1 for distances, 0.05 for p-values)")
+    events_unknown_share_threshold: float = Field(0.01, ge=0, le=1, description="event quality fails when more "
+                                                  "incoming events than this name a user or item the catalog lacks")
+    events_missing_share_threshold: float = Field(0.01, ge=0, le=1, description="... or lack a required value "
+                                                  "(user, item, action, time; a rating's value)")
+    embedding_drift_method: Literal["model", "distance", "mmd", "ratio"] = Field(
+        "mmd", description="Evidently's embedding drift method: `mmd` (maximum mean discrepancy, RBF kernel of "
+        "median width), `model` (a linear classifier's ROC AUC telling the versions apart), `distance` (between "
+        "mean vectors), `ratio` (share of drifted components)")
+    embedding_drift_threshold: float | None = Field(None, description="above it the embeddings drifted; None: the "
+                                                    "method's default (model 0.55, distance 0.2, mmd 0.015, "
+                                                    "ratio 0.2)")
+    embedding_sample_items: int = Field(1000, ge=50, description="items (present in both versions) compared; "
+                                        "Evidently's t-SNE picture makes this the report's cost")
     quality_k: int = Field(10, ge=1, description="`recsys monitor quality`: the list depth its ranking metrics "
                            "(NDCG@k, MRR@k, hit rate@k, ...) are read at")
     quality_max_drop: float = Field(0.1, ge=0, le=1, description="quality fails when a served group's online NDCG@k, "
@@ -212,7 +249,7 @@ class MonitoringSettings(_Section):
                                   "at most this times max(1, |offline value|)")
     skew_threshold: float = Field(0.01, ge=0, le=1, description="a feature whose share of mismatching values (served "
                                   "against recomputed point in time) is above this is skewed; the command fails")
-    skew_max_requests: int = Field(500, ge=1, description="the newest sampled requests the skew report recomputes "
+    skew_max_requests: int = Field(200, ge=1, description="the newest sampled requests the skew report recomputes "
                                    "(each is one point-in-time join per ranked candidate)")
     experiment_alpha: float = Field(0.05, gt=0, lt=1, description="`recsys experiment report`: a variant's "
                                     "difference from control is significant below this p-value (95% intervals)")
