@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from recsys.settings import Settings
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,3 +46,77 @@ SERVING_LOG = Counter("recsys_serving_log_records", "Serving-log records by resu
 def count_published(kind: str, result: str) -> None:
     """The bus's `Outcome` callback: one count per publish, by kind and result (`ok` or `failed`)."""
     EVENTS_PUBLISHED.labels(kind, result).inc()
+
+
+# -- the newest drift report (`recsys monitor drift`), read at scrape time ---------------------------------------
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DRIFT_VERDICT = Path("verdicts") / "drift.json"  # in each dated report folder (monitoring.reports)
+
+
+class DriftCollector(Collector):
+    """`recsys_drift_share{report="features"}` (the share of the ranker's features that drifted),
+    `recsys_drift_ok{report}` (1 within thresholds, 0 crossed; `all` and each part compared) and
+    `recsys_drift_report_timestamp_seconds`, from the newest dated folder's drift verdict. The API never runs
+    the report: it reads the file the command wrote, again only when its path or mtime changed."""
+
+    def __init__(self, reports_path: Path) -> None:
+        self.reports_path = reports_path
+        self._seen: tuple[Path, float] | None = None
+        self._verdict: dict[str, Any] | None = None
+
+    def newest(self) -> Path | None:
+        if not self.reports_path.is_dir():
+            return None
+        days = sorted((p for p in self.reports_path.iterdir() if _DAY.match(p.name)), reverse=True)
+        return next((day / DRIFT_VERDICT for day in days if (day / DRIFT_VERDICT).is_file()), None)
+
+    def verdict(self) -> dict[str, Any] | None:
+        path = self.newest()
+        if path is None:
+            return None
+        try:
+            key = (path, path.stat().st_mtime)
+            if key != self._seen:
+                self._verdict, self._seen = json.loads(path.read_text()), key
+        except (OSError, ValueError):  # being replaced right now: keep the last one read
+            pass
+        return self._verdict
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self._families(self.verdict()))
+
+    @staticmethod
+    def _families(verdict: dict[str, Any] | None = None) -> list[GaugeMetricFamily]:
+        share = GaugeMetricFamily("recsys_drift_share", "Share of the ranker's features that drifted from the "
+                                  "training set, newest drift report", labels=["report"])
+        ok = GaugeMetricFamily("recsys_drift_ok", "Newest drift report within its thresholds (1) or not (0), "
+                               "overall (all) and per part", labels=["report"])
+        created = GaugeMetricFamily("recsys_drift_report_timestamp_seconds", "When the newest drift report ran")
+        if verdict is not None:
+            metrics = verdict.get("metrics", {})
+            if "drift_share" in metrics:
+                share.add_metric(["features"], float(metrics["drift_share"]))
+            ok.add_metric(["all"], float(bool(verdict.get("ok"))))
+            for name, value in metrics.items():
+                if name.endswith("_ok"):
+                    ok.add_metric([name.removesuffix("_ok")], float(value))
+            if verdict.get("created_at"):
+                created.add_metric([], datetime.fromisoformat(verdict["created_at"]).timestamp())
+        return [share, ok, created]
+
+
+_drift: DriftCollector | None = None
+
+
+def register_drift_gauge(settings: Settings) -> DriftCollector:
+    """Serve the newest drift verdict under `settings.reports_path` on `/metrics`; calling again repoints it."""
+    global _drift
+    if _drift is None:
+        _drift = DriftCollector(settings.reports_path)
+        REGISTRY.register(_drift)
+    else:
+        _drift.reports_path = settings.reports_path
+    return _drift
