@@ -67,6 +67,8 @@ def read_events(settings: Settings, since: datetime | None) -> tuple[pd.DataFram
     cutoff = since or model_data_end(settings) or newest - timedelta(hours=monitoring.drift_window_hours)
     bound = _at(cutoff)
     incoming = lake.interactions(filter=pc.field("event_time") > bound, columns=COLUMNS).to_pandas()
+    if len(incoming) < monitoring.drift_min_rows:  # nothing to judge: the history is not read
+        return incoming.iloc[:0], incoming, cutoff
     start = _at(cutoff - timedelta(days=monitoring.drift_reference_days))
     window = (pc.field("event_time") <= bound) & (pc.field("event_time") > start)
     reference = lake.interactions(filter=window, columns=COLUMNS).to_pandas()
@@ -110,9 +112,12 @@ def event_quality(settings: Settings, folder: Path, since: datetime | None = Non
     if found is None:
         return skipped(NAME, "the lake has no events")
     reference, incoming, cutoff = found
-    if min(len(reference), len(incoming)) < monitoring.drift_min_rows:
-        return skipped(NAME, f"{len(incoming):,} events after {cutoff:%Y-%m-%d %H:%M} and {len(reference):,} "
-                             f"before; each side needs monitoring.drift_min_rows={monitoring.drift_min_rows}")
+    if len(incoming) < monitoring.drift_min_rows:
+        return skipped(NAME, f"{len(incoming):,} events after {cutoff:%Y-%m-%d %H:%M}, fewer than "
+                             f"monitoring.drift_min_rows={monitoring.drift_min_rows}")
+    if len(reference) < monitoring.drift_min_rows:
+        return skipped(NAME, f"{len(reference):,} events up to {cutoff:%Y-%m-%d %H:%M}, fewer than "
+                             f"monitoring.drift_min_rows={monitoring.drift_min_rows}")
     reference = sample(reference, monitoring.drift_max_rows)
     incoming = sample(incoming, monitoring.drift_max_rows)
     users, items = catalog_ids(settings, set(reference["user_id"].dropna()) | set(incoming["user_id"].dropna()))

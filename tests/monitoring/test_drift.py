@@ -289,6 +289,8 @@ def test_incoming_events_like_the_history_pass_event_quality(tmp_path: Path) -> 
 
     assert part.ok and part.drifted == [], part.line
     assert part.metrics["incoming_events"] == 800
+    later = event_quality(settings, report_dir(settings), since=T0 + timedelta(days=2))
+    assert later.skipped and later.ok and "0 events after" in later.line and later.files == []
 
 
 # -- embeddings --------------------------------------------------------------------------------------------------
