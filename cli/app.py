@@ -297,7 +297,7 @@ def serve() -> None:
 @app.command()
 def demo() -> None:
     """The main job on ml-latest-small: import, features, embeddings and index, ranker, precompute, the
-    evaluation table, and a sample request and response."""
+    evaluation table, a sample request and response, then a simulated day of traffic and its reports."""
     fetch_movielens()
     migrate()
     import_movielens(None)
@@ -316,6 +316,18 @@ def demo() -> None:
     precompute(k=100, active_days=None, as_of="data-end")  # ml-latest-small ends in 2018: serve as of then
     _sample_request(state.settings, user)
     _print_online_sample(state.settings, user, as_of)
+    _demo_day(state.settings)
+
+
+def _demo_day(settings: Settings) -> None:
+    """A simulated day of traffic through the API (an experiment: ranked against shuffled), then every report."""
+    from monitoring.demo_day import run_demo_day
+
+    result = run_demo_day(settings, progress=lambda line: out.print(line, markup=False, highlight=False))
+    for verdict in result.outcome.verdicts:
+        out.print(f"{'OK   ' if verdict.ok else 'ALERT'} {verdict.kind}: {verdict.line}", markup=False, highlight=False)
+    out.print(f"reports: {result.outcome.board.path}  (make monitor rebuilds them; see Monitoring in the README)",
+              markup=False, highlight=False)
 
 
 def _newest_user(settings: Settings) -> tuple[str, datetime]:
@@ -481,8 +493,11 @@ def precompute(
     out.print(f"precomputed top {k} for {written:,} users (expires in {settings.serving.precomputed_ttl_seconds:,}s)")
 
 
+import cli.monitor_all  # noqa: E402, F401
 import cli.monitor_board  # noqa: E402, F401
+import cli.monitor_drift  # noqa: E402, F401
 import cli.monitor_experiment  # noqa: E402, F401
+import cli.monitor_quality  # noqa: E402, F401
 from cli.monitor import experiment, monitor  # noqa: E402 - the groups' commands register on import
 
 app.add_typer(monitor, name="monitor")

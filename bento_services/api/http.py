@@ -44,7 +44,7 @@ from bento_services.api.schemas import (
     UserIn,
     UserOut,
 )
-from bento_services.metrics import REGISTRY, REQUEST_SECONDS, REQUESTS, count_published
+from bento_services.metrics import REGISTRY, REQUEST_SECONDS, REQUESTS, count_published, register_drift_gauge
 from bento_services.pipeline.contracts import (
     LOG_ONLY,
     Ranker,
@@ -115,6 +115,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _server_error)
+    register_drift_gauge(settings)  # /metrics: the newest drift report's verdict
     gate = ApiKeyGate(settings.serving)
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 

@@ -1,0 +1,35 @@
+"""`recsys monitor all`: drift, quality, skew and every experiment's report, then the index page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+
+from cli.app import out, state
+from cli.monitor import monitor
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@monitor.command("all")
+def run_all(
+    since: str | None = typer.Option(None, help="first serving time to read (ISO 8601, UTC if no zone); default "
+                                     "each report's own window"),
+    until: str | None = typer.Option(None, help="serving time to stop before (ISO 8601)"),
+) -> None:
+    """Every report, then the index page; exit 1 when any is past its thresholds."""
+    from monitoring.run import run_all as run
+
+    outcome = run(state.settings, _moment(since), _moment(until), progress=lambda line: out.print(line))
+    for verdict in outcome.verdicts:
+        mark = "OK   " if verdict.ok else "ALERT"
+        out.print(f"{mark} {verdict.kind}: {verdict.line}", markup=False, highlight=False)
+    out.print(f"index: {outcome.board.summary()}  {outcome.board.path}", markup=False, highlight=False)
+    if not outcome.ok:
+        raise typer.Exit(1)
