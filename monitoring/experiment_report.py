@@ -103,7 +103,8 @@ def ctr_over_time(result: ExperimentResult, figure: Figure) -> None:
     cumulative.set_title("cumulative CTR (impressions in serving order)", fontsize=9)
     cumulative.tick_params(axis="x", labelrotation=30, labelsize=7)
     for axes in (daily, cumulative):
-        axes.legend(fontsize=8)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
     figure.set_size_inches(12, 3.8)
 
 

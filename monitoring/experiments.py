@@ -14,7 +14,8 @@ An experiment NAME's arms are the `serving.experiments` variants whose `experime
 
 Each is a ratio of per-user sums, tested with the delta method over users (`monitoring.stats`). A user's
 arm is the arm of their first answer in the window; answers in another arm later (the buckets were
-changed mid-experiment) are left out and counted as `crossover_users`.
+changed mid-experiment) are left out and counted as `crossover_users`. Answers the playground forced into an
+arm (variant `forced:<name>`) and other experiments' arms are not read.
 """
 
 from __future__ import annotations
@@ -206,6 +207,8 @@ def timeline(shown: pd.DataFrame, points: int = 200) -> tuple[list[dict[str, Any
 def headline(result: ExperimentResult) -> str:
     """One line: each variant's CTR against control, the ratio check and the guardrails."""
     parts = [f"experiment {result.name}:"]
+    if not any(row["users"] for row in result.arms.values()):
+        return f"experiment {result.name}: no answers of its arms in the window ({', '.join(result.arms)})"
     control = result.arms[CONTROL]["ctr"]["value"]
     for variant, metrics in result.comparisons.items():
         ctr = metrics["ctr"]

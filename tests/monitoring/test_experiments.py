@@ -283,3 +283,11 @@ def test_an_unknown_experiment_is_one_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--config", str(config), "experiment", "report", "nope"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
     assert "no experiment named 'nope'" in result.exception.message
+
+
+def test_an_experiment_with_no_answers_yet_says_so(tmp_path: Path) -> None:
+    from monitoring.experiment_report import report
+
+    folder, verdict = report(experiment_settings(tmp_path), "exp")
+    assert verdict.line == "experiment exp: no answers of its arms in the window (control, B)"
+    assert (folder / "experiment_exp.html").stat().st_size > 0 and verdict.ok
