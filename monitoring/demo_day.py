@@ -5,7 +5,10 @@ moment (`as_of`, which the demo's server accepts: `serving.allow_as_of`), so the
 at the end of the data are fresh, as they would be the morning after a nightly run. Half of the users are in
 the arm `holdout` of the experiment `demo`, served the same lists in random order (`shuffle`), the other half
 in control; simulated users click by their genre taste (`monitoring.simulate.GenreAffinity`), so the
-experiment report should find the ranking's lift. Then drift, quality, skew, the experiment and the index page.
+experiment report should find the ranking's lift. Both arms take the full path (`serving.precomputed_reads` off),
+so they differ by the order alone. ml-latest-small's users are mostly years inactive by its end: their stored
+features are past the views' TTL, and those answers come from the `stale_features` rung (candidate order), in
+both arms alike. Then drift, quality, skew, the experiment and the index page.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pyarrow.compute as pc
 
+from monitoring.drift_events import model_data_end
 from monitoring.run import Outcome, run_all
 from monitoring.simulate import SimulationResult, simulate_day
 from recsys.backends import open_lake
@@ -35,15 +39,20 @@ class DemoDay:
 
 
 def day_settings(settings: Settings, sample_rate: float = 0.2) -> Settings:
-    """`settings` with the demo's experiment, replays allowed and a larger feature sample (a small day)."""
-    serving = settings.serving.model_copy(update={"allow_as_of": True, "experiments": [HOLDOUT]})
+    """`settings` with the demo's experiment, replays allowed, a larger feature sample (a small day), and every
+    answer ranked live: control from layer 1 against a live holdout would compare paths, not orderings."""
+    serving = settings.serving.model_copy(update={"allow_as_of": True, "experiments": [HOLDOUT],
+                                                  "precomputed_reads": False})
     monitoring = settings.monitoring.model_copy(update={"feature_sample_rate": sample_rate})
     return settings.model_copy(update={"serving": serving, "monitoring": monitoring})
 
 
 def day_after_data(settings: Settings) -> datetime:
-    """Midnight UTC after the lake's newest event."""
-    newest = pc.max(open_lake(settings).interactions(columns=["event_time"])["event_time"]).as_py()
+    """Midnight UTC after the data the model in service was trained on (its index's `data_end`), else after the
+    lake's newest event."""
+    newest = model_data_end(settings)
+    if newest is None:
+        newest = pc.max(open_lake(settings).interactions(columns=["event_time"])["event_time"]).as_py()
     return (pd.Timestamp(newest).normalize() + pd.Timedelta(days=1)).to_pydatetime()
 
 

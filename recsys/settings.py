@@ -150,6 +150,9 @@ class ServingSettings(_Section):
         description="per-stage time budget; a stage past it degrades the answer",
     )
     precomputed_ttl_seconds: int = 24 * 3600
+    precomputed_reads: bool = Field(True, description="answer from layer 1 (the precomputed lists) when it holds "
+                                    "the user; False: every request takes the full path (benchmarks of it, the "
+                                    "demo's simulated day, where both experiment arms must be ranked live)")
     embedding_cache_ttl_seconds: int = 3600
     feature_cache_ttl_seconds: int = 900
     nprobe: int = 32

@@ -121,7 +121,7 @@ class RecommendationPipeline(TablesUpkeep):
             return self._respond(request, self._popular(request, excluded, onboarding), arm, "popular",
                                  Degradation.COLD_START, timings, started, trace)
         now_ms = int((request.at or datetime.now(UTC)).timestamp() * 1000)
-        if use_precomputed and not arm.changes_ranking:
+        if use_precomputed and self.settings.serving.precomputed_reads and not arm.changes_ranking:
             cached = self._precomputed(request, excluded, timings)
             if cached is not None:
                 cached = self._with_session(cached, activity, now_ms, request.n, excluded)
