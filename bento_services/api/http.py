@@ -29,6 +29,8 @@ from bento_services.api.auth import API_KEY_HEADER, ApiKeyGate, ForbiddenError
 from bento_services.api.directory import UserDirectory
 from bento_services.api.items import ItemCatalog
 from bento_services.api.lag import ConsumerLag
+from bento_services.api.playground import PATHS as PLAYGROUND_PATHS
+from bento_services.api.playground import mount_playground
 from bento_services.api.schemas import (
     MAX_ID_LENGTH,
     Accepted,
@@ -60,7 +62,7 @@ from recsys.settings import Settings
 from recsys.stores.catalog import IncompleteItemError
 
 ENDPOINTS = frozenset({"/recommendations", "/interactions", "/feedback", "/users", "/items", "/healthz", "/readyz",
-                       "/metrics"})
+                       "/metrics", *PLAYGROUND_PATHS})
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
         (401, "missing or invalid API key"), (422, "invalid query or body: each wrong field and why"),
@@ -70,6 +72,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _POST_ERRORS = {**_ERRORS, 413: {"model": ErrorOut, "description": "body over the size limit"},
                 503: {"model": ErrorOut, "description": "the event bus is unavailable; see Retry-After"}}
 _ANSWER = TypeAdapter(RecommendationResponse)
+#: What `debug=true` adds to the body of GET /recommendations (the rest of LOG_ONLY stays in the serving log).
+DEBUG_FIELDS = frozenset({"stage_ms", "bucket", "candidates_version"})
 _CONTEXT_ARG = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
@@ -100,6 +104,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
                 lag.close()
         if serving_log is not None:
             serving_log.close()
+        playground.close()
 
     def accept(kind: str, event: InteractionIn | FeedbackIn) -> Accepted:
         """Apply not-interested, publish: one trip to the thread pool."""
@@ -124,6 +129,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
 
     guarded = [Depends(authorized)]
     max_n = settings.serving.max_n
+    playground = mount_playground(app, settings, service, gate)
 
     @app.get("/recommendations", response_model=RecommendationsOut, dependencies=guarded, responses=_ERRORS)
     async def recommendations(
@@ -132,6 +138,13 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         device: _CONTEXT_ARG = None, page: _CONTEXT_ARG = None, session_id: _CONTEXT_ARG = None,
         as_of: Annotated[datetime | None, Query(description="answer as at this moment (ISO 8601; naive is UTC): "
                                                 "replays and simulations; 403 unless serving.allow_as_of")] = None,
+        variant: Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, description=(
+            "debugging aid (the playground): answer as this arm, `control` or a name of serving.experiments, "
+            "whatever the user's bucket; the answer and the serving log name it `forced:<name>`, which "
+            "experiment reports leave out; 403 unless the key is one of serving.playground_api_keys"))] = None,
+        debug: Annotated[bool, Query(description="debugging aid: the body also carries `stage_ms` (milliseconds "
+                                     "per pipeline stage), `bucket` and `candidates_version`")] = False,
+        key: Annotated[str | None, Security(header)] = None,
     ) -> Response:
         """Top-n items for the user; headers X-Request-Id, X-Experiment, X-Model-Version and X-Degradation repeat
         the body. Send `request_id` back on `POST /interactions` about these items (it attributes clicks).
@@ -144,8 +157,11 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
                 raise ForbiddenError("as_of is for replays and simulations; this server does not accept it "
                                      "(serving.allow_as_of)")
             as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
-        request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id), at=as_of)
-        return _recommendations(await run_in_threadpool(answer, request))
+        if variant is not None:
+            playground.keys.check(key)
+        request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id), at=as_of,
+                                        variant=variant)
+        return _recommendations(await run_in_threadpool(answer, request), debug)
 
     def answer(request: RecommendationRequest) -> RecommendationResponse:
         result = service.recommend(request)
@@ -259,8 +275,8 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
                       serving_log=open_serving_log(settings), close_on_shutdown=True)
 
 
-def _recommendations(answer: RecommendationResponse) -> Response:
-    body = _ANSWER.dump_json(answer, exclude=set(LOG_ONLY))
+def _recommendations(answer: RecommendationResponse, debug: bool = False) -> Response:
+    body = _ANSWER.dump_json(answer, exclude=set(LOG_ONLY - DEBUG_FIELDS if debug else LOG_ONLY))
     return Response(body, media_type="application/json", headers={
         "X-Request-Id": answer.request_id, "X-Experiment": answer.variant, "X-Model-Version": answer.model_version,
         "X-Degradation": answer.degradation.value,

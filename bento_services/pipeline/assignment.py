@@ -10,10 +10,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from recsys.errors import InvalidInputError
 from recsys.settings import ExperimentVariant
 
 BUCKETS = 100
 CONTROL = "control"
+#: The prefix of a forced arm's name: a debugging override (the playground), never experiment traffic.
+FORCED = "forced:"
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,19 @@ def assign(user_id: str, experiments: Sequence[ExperimentVariant]) -> Assignment
         if start <= bucket < end:
             return Assignment(variant.name, bucket, variant)
     return Assignment(CONTROL, bucket)
+
+
+def forced(user_id: str, name: str, experiments: Sequence[ExperimentVariant]) -> Assignment:
+    """The arm `name` (a variant's name or `control`) whatever the user's bucket: the playground's override.
+
+    It is named `forced:<name>` in the answer and the serving log, so that experiment reports, which read the
+    arms they assigned, never count it as that arm's traffic. An unknown name is a 400 that lists the known ones.
+    """
+    bucket = bucket_of(user_id)
+    if name == CONTROL:
+        return Assignment(FORCED + CONTROL, bucket)
+    for variant in experiments:
+        if variant.name == name:
+            return Assignment(FORCED + name, bucket, variant)
+    known = ", ".join([CONTROL, *(v.name for v in experiments)])
+    raise InvalidInputError(f"unknown variant {name!r}: this server's arms are {known} (serving.experiments)")

@@ -48,6 +48,7 @@ class RecommendationRequest:
     n: int = 50
     context: RequestContext = field(default_factory=RequestContext)
     at: datetime | None = None  # the request time; None is now. Batch replays and backfills set it (--as-of)
+    variant: str | None = None  # a forced arm (`assignment.forced`: the playground); None assigns by bucket
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bento_services.metrics import CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
-from bento_services.pipeline.assignment import Assignment, assign
+from bento_services.pipeline.assignment import Assignment, assign, forced
 from bento_services.pipeline.caches import EmbeddingCache
 from bento_services.pipeline.connections import Connection
 from bento_services.pipeline.contracts import (
@@ -113,7 +113,9 @@ class RecommendationPipeline(TablesUpkeep):
         """Always answers; a new user (see `_is_new`) gets the cold-start rung, never an error."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        arm = assign(request.user_id, self.settings.serving.experiments)
+        experiments = self.settings.serving.experiments
+        arm = assign(request.user_id, experiments) if request.variant is None else forced(
+            request.user_id, request.variant, experiments)
         trace = _Trace(new_request_id(), self.settings.monitoring.feature_sample_rate)
         user, known, excluded, activity = self._lookup(request.user_id, timings)
         if not activity and _is_new(user, known) and (user is None or not self._has_history(request.user_id, timings)):

@@ -79,3 +79,5 @@ def test_built_bento_carries_models_and_serves(tmp_path: Path) -> None:
         assert answer.headers["X-Experiment"] == body["variant"]
         assert httpx.get(f"{base}/recommendations", params={"user_id": world.warm_user},
                          headers={"X-API-Key": "wrong"}).status_code == 401
+        for page in ("/playground", "/playground/app.js", "/playground/app.css"):  # its files are in the Bento
+            assert httpx.get(f"{base}{page}").status_code == 200, page

@@ -6,7 +6,10 @@ import subprocess
 import sys
 import zlib
 
-from bento_services.pipeline.assignment import CONTROL, assign, bucket_of
+import pytest
+
+from bento_services.pipeline.assignment import CONTROL, assign, bucket_of, forced
+from recsys.errors import InvalidInputError
 from recsys.settings import ExperimentVariant
 
 EXPERIMENTS = [
@@ -42,3 +45,13 @@ def test_what_a_variant_changes() -> None:
     control = by_name[CONTROL]
     assert not control.changes_ranking and control.diversity_boost == 0.0 and control.ranker_version is None
     assert assign("anyone", []).name == CONTROL
+
+
+def test_a_forced_arm_is_named_as_forced_and_keeps_the_users_bucket() -> None:
+    user = next(f"user-{k}" for k in range(500) if assign(f"user-{k}", EXPERIMENTS).name == "exp_div_A")
+    arm = forced(user, "exp_ranker_B", EXPERIMENTS)
+    assert (arm.name, arm.bucket, arm.ranker_version) == ("forced:exp_ranker_B", bucket_of(user), "r2")
+    home = forced(user, CONTROL, EXPERIMENTS)
+    assert home.name == "forced:control" and not home.changes_ranking  # control's precomputed list applies
+    with pytest.raises(InvalidInputError, match="control, exp_div_A, exp_ranker_B"):
+        forced(user, "exp_missing", EXPERIMENTS)
