@@ -69,7 +69,10 @@ def holdout(lake_root: Path, users: int, seed: int = 0) -> Holdout:
 
 def ranker_versions(home: Path | None = None) -> list[str]:
     """The rankers in the model store, newest first."""
-    stored = bentoml.models.list(RANKER, _model_store=model_store(home))
+    try:
+        stored = bentoml.models.list(RANKER, _model_store=model_store(home))
+    except bentoml.exceptions.NotFound:  # no ranker was ever saved
+        return []
     return [str(m.tag.version) for m in sorted(stored, key=lambda m: m.info.creation_time, reverse=True)]
 
 
