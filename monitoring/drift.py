@@ -4,7 +4,7 @@ Four Evidently reports in today's dated folder (`monitoring.reports.report_dir`)
 
 | file | reference | current |
 |---|---|---|
-| `drift_features.*` | the ranker's training set | the serving log's sampled ranker inputs |
+| `drift_features.*` | rows the served ranker trained on (else the training set) | sampled ranker inputs served |
 | `drift_predictions.*` | the log's days before the window | scores, sources, degradation served in it |
 | `data_quality_events.*` | history before the incoming events | the incoming events |
 | `drift_embeddings.*` | the second newest candidate model | the newest one |
@@ -31,7 +31,7 @@ import pandas as pd
 
 from monitoring.drift_embeddings import embedding_drift
 from monitoring.drift_events import event_quality
-from monitoring.drift_features import feature_drift, training_set_path
+from monitoring.drift_features import feature_drift, ranker_reference, training_set_path
 from monitoring.drift_predictions import prediction_drift
 from monitoring.drift_report import DriftPart, skipped
 from monitoring.reports import Verdict, report_dir, write_verdict
@@ -77,7 +77,9 @@ def run_drift(settings: Settings, since: datetime | None = None, until: datetime
         log = serving_log.read(settings.lake_path, since=earliest, until=window.until)
         in_window = log[pd.to_datetime(log["served_at"], utc=True) >= pd.Timestamp(window.since)]
         progress(f"feature drift: {len(in_window):,} requests from {window.since:%Y-%m-%d %H:%M}")
-        reference = reference or training_set_path(settings, service)
+        # What the ranker in service was trained on (its saved sample of candidate rows), else the service's
+        # training set (`recsys training-set`: rated events, not candidates, so expect more drift against it).
+        reference = reference or ranker_reference() or training_set_path(settings, service)
         parts.append(feature_drift(settings, in_window, folder, reference))
         progress("prediction drift")
         parts.append(prediction_drift(settings, log, window.since, folder))

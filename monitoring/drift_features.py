@@ -39,6 +39,22 @@ STATUS_PREFIX = "status__"  # `recsys training-set` writes each feature's presen
 IDS = ("user_id", "item_id")
 
 
+def ranker_reference(home: Path | None = None) -> Path | None:
+    """The sample of its training rows the ranker in service (`ranker:latest`) was saved with; None when the model
+    store has no ranker or it predates the sample."""
+    import bentoml
+
+    from recsys.private.bentoml import model_store
+    from training.ranker_train import REFERENCE
+
+    try:
+        model = bentoml.models.get("ranker:latest", _model_store=model_store(home))
+    except bentoml.exceptions.NotFound:
+        return None
+    path = Path(model.path_of(REFERENCE))
+    return path if path.exists() else None
+
+
 def training_set_path(settings: Settings, service: str = RANKER_SERVICE) -> Path:
     """Where `recsys training-set` writes the service's training set in `make demo`."""
     return settings.data_path / "training" / f"{service}.parquet"

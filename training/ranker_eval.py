@@ -27,7 +27,14 @@ from recsys.stores.lake import Lake
 from training.candidate_eval import MergedCandidates
 from training.evaluation import ndcg_at_k, positives, temporal_split
 from training.ranker_data import CandidateSource, candidate_lists, request_times, with_features
-from training.ranker_train import RankerTrainConfig, TrainedRanker, plot_curves, save_ranker, train_ranker
+from training.ranker_train import (
+    RankerTrainConfig,
+    TrainedRanker,
+    plot_curves,
+    reference_sample,
+    save_ranker,
+    train_ranker,
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class RankedCandidates:
         examples = with_features(self.store, lists, self.config.service)
         columns = columns_of(service_layout(self.store, self.config.service).specs)
         self.trained = train_ranker(examples, columns, self.config.train, self.progress)
+        self.trained.reference = reference_sample(examples)
         self.data_window = (pd.Timestamp(train["event_time"].min()), pd.Timestamp(train["event_time"].max()))
         self.source = self._candidates(train)
         self.request_at = request_times(train)

@@ -57,6 +57,20 @@ class TrainedRanker:
     ranker: WideDeepRanker
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: train/val loss, val AUC
     best_epoch: int = 0
+    # A sample of the rows it was trained on (feature columns and their statuses): saved beside the model as
+    # REFERENCE, the reference of `recsys monitor drift` for what the ranker is served.
+    reference: pd.DataFrame | None = None
+
+
+#: The training rows' sample in a saved ranker's folder (`reference_sample`).
+REFERENCE = "reference_features.parquet"
+REFERENCE_ROWS = 20_000
+
+
+def reference_sample(examples: pd.DataFrame, rows: int = REFERENCE_ROWS, seed: int = 0) -> pd.DataFrame:
+    """A seeded sample of the training rows, without the label and list columns drift does not compare."""
+    sample = examples.sample(min(rows, len(examples)), random_state=seed) if len(examples) > rows else examples
+    return sample.drop(columns=[c for c in ("label", "event_timestamp") if c in sample.columns]).reset_index(drop=True)
 
 
 def split_lists(examples: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -204,4 +218,6 @@ def save_ranker(trained: TrainedRanker, service: str, data_start: datetime, data
     with bentoml.models.create(f"{MODEL_NAME}:{ranker.version}", labels=labels, metadata=metadata,
                                module=__name__, _model_store=model_store(home)) as model:
         torch.save(to_checkpoint(ranker), model.path_of(CHECKPOINT))
+        if trained.reference is not None:
+            trained.reference.to_parquet(model.path_of(REFERENCE), index=False)
     return f"{MODEL_NAME}:{ranker.version}"

@@ -120,3 +120,21 @@ def test_save_and_load_through_a_temporary_model_store(trained: TrainedRanker, t
     args = (serving_layout(one), one["candidate_score"].to_numpy(), one["embedding_score"].to_numpy())
     np.testing.assert_array_equal(trained.ranker.score(*args), loaded.score(*args))
     assert FeatureEncoder.from_state(trained.ranker.encoder.state()) == trained.ranker.encoder
+
+
+def test_a_saved_ranker_keeps_a_sample_of_its_training_rows_for_drift(trained: TrainedRanker, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from monitoring.drift_features import ranker_reference, reference_features
+    from training.ranker_train import reference_sample
+
+    examples = planted(seed=5)
+    sample = reference_sample(examples, rows=50)
+    assert len(sample) == 50 and "label" not in sample.columns
+    start, end = datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 6, 1, tzinfo=UTC)
+    assert ranker_reference(home=tmp_path) is None  # an empty store: drift falls back to the training set
+    save_ranker(replace(trained, reference=sample), "ranker_v1", start, end, {}, home=tmp_path)
+    path = ranker_reference(home=tmp_path)
+    assert path is not None
+    features = reference_features(path)
+    assert len(features) == 50 and "item_features__interactions_30d" in features.columns
