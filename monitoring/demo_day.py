@@ -8,7 +8,8 @@ in control; simulated users click by their genre taste (`monitoring.simulate.Gen
 experiment report should find the ranking's lift. Both arms take the full path (`serving.precomputed_reads` off),
 so they differ by the order alone. ml-latest-small's users are mostly years inactive by its end: their stored
 features are past the views' TTL, and those answers come from the `stale_features` rung (candidate order), in
-both arms alike. Then drift, quality, skew, the experiment and the index page.
+both arms alike. Then the nightly feature job takes the day's events into the offline tables, and drift,
+quality, skew, the experiment and the index page are written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pyarrow.compute as pc
 
+from ingestion.features.engineering import FeatureJobConfig, run_feature_job
 from monitoring.drift_events import model_data_end
 from monitoring.run import Outcome, run_all
 from monitoring.simulate import SimulationResult, simulate_day
@@ -70,6 +72,11 @@ def run_demo_day(settings: Settings, users: int | None = None, visits_per_user: 
     progress(f"{len(simulation.answers):,} answers, {simulation.events:,} events "
              f"({', '.join(f'{a} {n:,}' for a, n in simulation.actions.most_common())}), {simulation.failed} failed, "
              f"{simulation.logged:,} in the serving log")
+    progress("the nightly feature job (Spark) over the lake, the day's events included: the offline tables the "
+             "skew report recomputes from then cover the day, as the online ones do")
+    run_feature_job(FeatureJobConfig(
+        lake=settings.lake_path, output=settings.feature_data_path, master=settings.features.spark_master,
+        cadence_days=settings.features.snapshot_cadence_days), progress=lambda line: progress(f"[spark] {line}"))
     outcome = run_all(served, since=day, until=day + timedelta(days=1), progress=progress)
     return DemoDay(served, day, simulation, outcome)
 
