@@ -98,7 +98,7 @@ def ctr_over_time(result: ExperimentResult, figure: Figure) -> None:
     daily.set_title("CTR per serving day", fontsize=9)
     for arm, points in result.cumulative.items():
         if points:
-            times = pd.to_datetime([t for t, _ in points])
+            times = pd.to_datetime([t for t, _ in points], format="ISO8601")
             cumulative.plot(times, [v for _, v in points], label=arm, color=_colour(result, arm))
     cumulative.set_title("cumulative CTR (impressions in serving order)", fontsize=9)
     cumulative.tick_params(axis="x", labelrotation=30, labelsize=7)

@@ -200,7 +200,8 @@ def timeline(shown: pd.DataFrame, points: int = 200) -> tuple[list[dict[str, Any
     for arm, frame in shown.assign(at=at).sort_values("at", kind="stable").groupby("arm"):
         ctr = frame["clicked"].cumsum().to_numpy() / np.arange(1, len(frame) + 1)
         keep = np.unique(np.linspace(0, len(frame) - 1, min(points, len(frame))).astype(int))
-        cumulative[str(arm)] = [(frame["at"].iloc[k].isoformat(), float(ctr[k])) for k in keep]
+        cumulative[str(arm)] = [(frame["at"].iloc[k].isoformat(timespec="milliseconds"), float(ctr[k]))
+                                for k in keep]
     return daily, cumulative
 
 

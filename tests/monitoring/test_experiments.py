@@ -235,7 +235,7 @@ def write_split(settings: Settings, control_users: int, b_users: int) -> None:
     """One answer of 3 items per user in the lake's serving log, a click on rank 1 for every third user."""
     answers, events = [], []
     for k in range(control_users + b_users):
-        arm, at = ("control" if k < control_users else "B"), T0 + timedelta(seconds=k)
+        arm, at = ("control" if k < control_users else "B"), T0 + timedelta(seconds=k / 2)  # some on whole seconds
         answers.append(answer(f"r{k}", f"u{k}", arm, at, ["i1", "i2", "i3"], latency=10.0 + k % 50))
         if k % 3 == 0:
             events.append(event(f"u{k}", "i1", at + timedelta(seconds=5), "click", f"r{k}"))
