@@ -17,6 +17,7 @@ from feast import FeatureStore, FeatureView
 
 from bento_services.metrics import CACHE_LOOKUPS
 from recsys.features.online import FastOnlineFeatures
+from recsys.features.service import EVENT_DRIVEN_TAG
 from recsys.stores import UserVectorStore
 
 K = TypeVar("K")
@@ -82,7 +83,8 @@ class EmbeddingCache:
 
 
 class CachedOnlineFeatures(FastOnlineFeatures):
-    """Layer 3: `FastOnlineFeatures` whose user rows (one online-store read per user view) are kept for a TTL.
+    """Layer 3: `FastOnlineFeatures` whose user rows (one online-store read per user view) are kept for a TTL,
+    except the event-driven views' rows (the consumers rewrite them at every event), read on every request.
 
     Item rows already live in memory in `FastOnlineFeatures`; the user row is the only per-request read.
     """
@@ -92,6 +94,11 @@ class CachedOnlineFeatures(FastOnlineFeatures):
         self._user_rows: TTLCache[tuple[str, str], tuple[dict[str, list[Any]], np.ndarray]] = TTLCache(ttl_seconds)
 
     def _read_one(self, view: FeatureView, names: list[str], key: str) -> tuple[dict[str, list[Any]], np.ndarray]:
+        if (view.tags or {}).get(EVENT_DRIVEN_TAG) == "true":
+            # Written by the streaming consumers at each event (`user_realtime`): a cached row would serve the
+            # ranker what the user did up to the TTL ago, a train/serve skew the skew report measured (every
+            # realtime count of a second visit within 15 minutes wrong). Read on every request.
+            return super()._read_one(view, names, key)
         hit, cached = self._user_rows.get((view.name, key))
         if hit and cached is not None:
             CACHE_LOOKUPS.labels("feature", "hit").inc()

@@ -173,3 +173,30 @@ def test_the_fast_writer_stores_what_feasts_push_stores(feature_settings: Settin
     assert stored["fast"] == stored["feast"] and stored["fast"]["events_1d"]
     if settings.profile == "services":
         assert stored["fast-bytes"] == stored["feast-bytes"] and stored["fast-bytes"][0]
+
+
+def test_serving_reads_the_realtime_row_at_every_request_and_caches_the_others(feature_settings: Settings) -> None:
+    """Layer 3 keeps user rows for 15 minutes, except `user_realtime`'s, which the consumers rewrite at every
+    event: a second visit soon after a click must rank on that click (the skew report found it served stale)."""
+    from bento_services.pipeline.caches import CachedOnlineFeatures
+
+    settings = feature_settings
+    apply_repo(settings)
+    events = synthetic_events(users=1, per_user=40, end=datetime.now(UTC) - timedelta(minutes=1))
+    user = str(events["user_id"].iloc[0])
+    store = open_feature_store(settings)
+    cached = CachedOnlineFeatures(store, "ranker_v2", ttl_seconds=900.0)
+    updater = open_consumer(settings, "features")
+    seen, stored = [], []
+    try:
+        for part in (events.iloc[:3], events.iloc[3:]):
+            updater.handle([payload(r) for r in part.itertuples()])
+            values, _ = cached.user_features(user)
+            seen.append(values["user_realtime__events_1d"][0])
+            stored.append(store.get_online_features(features=["user_realtime:events_1d"],
+                                                    entity_rows=[{"user_id": user}]).to_dict()["events_1d"][0])
+    finally:
+        updater.close()
+    assert seen == stored and stored[0] != stored[1]
+    hit, _ = cached._user_rows.get(("user_features", user))
+    assert hit  # the snapshot views stay cached
