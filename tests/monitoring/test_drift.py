@@ -105,9 +105,9 @@ def test_a_shift_planted_in_one_feature_is_reported_for_that_feature(tmp_path: P
     part = feature_drift(settings, log, report_dir(settings), reference)
 
     assert part.drifted == [SHIFTED], [(c.column, c.method, round(c.score, 3)) for c in part.columns]
-    assert len(part.columns) == 9  # every feature compared: the names line up
-    assert part.metrics["drift_share"] == pytest.approx(1 / 9)
-    assert part.ok  # one of nine is under the default share threshold
+    assert len(part.columns) == 7  # every feature compared (the names line up) but the request's clock (2)
+    assert part.metrics["drift_share"] == pytest.approx(1 / 7)
+    assert part.ok  # one of seven is under the default share threshold
     for name in part.files:
         assert (report_dir(settings) / name).stat().st_size > 1000, name
     assert {"drift_features.html", "drift_features.json"} == set(part.files)
@@ -122,7 +122,7 @@ def test_a_resample_of_the_training_set_is_not_drift(tmp_path: Path) -> None:
     part = feature_drift(settings, sampled_log(resample, T0), report_dir(settings), reference)
 
     assert part.drifted == [] and part.metrics["drift_share"] == 0.0 and part.ok
-    assert len(part.columns) == 9
+    assert len(part.columns) == 7
 
 
 def test_log_columns_line_up_with_the_training_set_and_the_rest_is_listed(tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_the_command_exits_1_over_the_threshold_and_the_gauge_shows_the_share(tm
     assert SHIFTED in output and str(folder) in output
     verdict = json.loads((folder / "verdicts" / "drift.json").read_text())
     assert verdict["kind"] == "drift" and not verdict["ok"]
-    assert verdict["metrics"]["drift_share"] == pytest.approx(1 / 9)
+    assert verdict["metrics"]["drift_share"] == pytest.approx(1 / 7)
     assert verdict["metrics"]["features_ok"] == 0.0
     assert {"drift_features.html", "drift_features.json"} <= set(verdict["files"])
     # Nothing else to compare in this world: each part says why.
@@ -176,7 +176,7 @@ def test_the_command_exits_1_over_the_threshold_and_the_gauge_shows_the_share(tm
 
     register_drift_gauge(Settings.load(config_file=tmp_path / "recsys.toml"))
     scraped = generate_latest(REGISTRY).decode()
-    assert 'recsys_drift_share{report="features"} 0.111' in scraped
+    assert 'recsys_drift_share{report="features"} 0.142' in scraped
     assert 'recsys_drift_ok{report="all"} 0.0' in scraped and 'recsys_drift_ok{report="features"} 0.0' in scraped
 
 
