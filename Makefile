@@ -20,9 +20,10 @@ install: $(INSTALLED)
 demo: install
 	$(BIN)/recsys --profile local demo
 
-# The index page of the newest reports (drift, quality, skew, experiments): data_dir/reports/index.html.
+# Every report (drift, quality, skew, each experiment), then the index page data_dir/reports/index.html;
+# exits 1 when a report is past its thresholds (the page is written either way).
 monitor: install
-	$(BIN)/recsys monitor build
+	$(BIN)/recsys --profile $(PROFILE) monitor all
 
 # Rebuild the feature tables from the lake, apply the Feast repository and materialize (PROFILE=services for Redis).
 PROFILE ?= local
