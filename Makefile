@@ -91,6 +91,7 @@ bench: install services-up
 	$(BIN)/python -m bench.serving_latency --world small
 	$(BIN)/python -m bench.streaming_throughput
 	$(BIN)/python -m bench.click_latency
+	$(BIN)/python -m bench.experiment_validation
 
 clean:
 	bash infra/services.sh down || true
