@@ -160,8 +160,10 @@ class ClickModel:
         return events
 
 
-#: Seconds after the answer each action is stamped at (plus the rank, so a session reads top down).
-OFFSETS = {"view": 0.0, "click": 1.0, "purchase": 20.0, "rate": 40.0}
+#: Seconds after the answer each action is stamped at (plus the rank, so a session reads top down). Never 0:
+#: an event at the answer's very millisecond would be in the point-in-time join at `served_at` (<=) but was not
+#: in the store the answer read, a skew of the simulation's own making.
+OFFSETS = {"view": 0.5, "click": 1.0, "purchase": 20.0, "rate": 40.0}
 
 
 @dataclass(frozen=True)

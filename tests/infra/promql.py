@@ -60,7 +60,8 @@ def _families() -> Iterator[tuple[str, str, frozenset[str]]]:
         if hasattr(collector, "_labelnames"):  # Counter, Gauge, Histogram, ...
             yield collector._name, collector._type, frozenset(collector._labelnames)  # type: ignore[attr-defined]
         else:  # a custom collector: its families say what it exports
-            for family in collector.describe():  # type: ignore[attr-defined]
+            describe = getattr(collector, "describe", None)  # GcPauses has only `collect`
+            for family in describe() if describe is not None else collector.collect():  # type: ignore[attr-defined]
                 yield family.name, family.type, frozenset(getattr(family, "_labelnames", ()))
 
 
