@@ -49,13 +49,18 @@ class KafkaRunner:
 
         ensure_topics(self.settings)
         streaming = self.settings.streaming
+        topic = getattr(self.consumer, "topic", self.settings.kafka.topic)
         self._kafka = KafkaConsumer(
-            getattr(self.consumer, "topic", self.settings.kafka.topic),
             bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
             group_id=self.group, client_id=f"{self.group}-{os.getpid()}", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=streaming.batch_max_events,
             max_poll_interval_ms=300_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
         )
+        # The topic's partitions in this client's metadata before it joins its group: a member that leads the
+        # group's first assignment without them assigns nothing ("No partition metadata") and waits for a
+        # metadata refresh to rebalance, which took past 30 s in the tests.
+        self._kafka.partitions_for_topic(topic)
+        self._kafka.subscribe([topic])
         log.info("consumer %s started (group %s)", self.consumer.name, self.group)
         backoff = FIRST_BACKOFF_S
         try:

@@ -8,6 +8,7 @@ auto-create, say). `group_lag` is what `recsys consume --status` prints and `/re
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from recsys.settings import Settings
@@ -52,12 +53,26 @@ def ensure_topics(settings: Settings) -> None:
                 client.create_topics(missing, timeout_ms=TIMEOUT_MS)
             except TopicAlreadyExistsError:
                 pass  # created meanwhile by another process
+        _wait_for_leaders(client, list(wanted))  # also when another process is creating them right now
         have = existing.get(settings.kafka.topic)
         if have is not None and have < streaming.partitions:
             log.info("growing %s from %d to %d partitions", settings.kafka.topic, have, streaming.partitions)
             client.create_partitions({settings.kafka.topic: streaming.partitions}, timeout_ms=TIMEOUT_MS)
     finally:
         client.close()
+
+
+def _wait_for_leaders(client: Any, topics: list[str], timeout_s: float = 15.0) -> None:
+    """Until every partition of `topics` has a leader: a consumer that joins its group while a topic it subscribes
+    to is still being created is assigned none of its partitions and may wait long for the next rebalance."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = client.describe_topics(topics)
+        if all(not t.get("error_code") and t["partitions"] and all(p.get("leader_id", -1) >= 0 for p in t["partitions"])
+               for t in described):
+            return
+        time.sleep(0.1)
+    log.warning("topics %s have partitions without a leader after %.0f s", topics, timeout_s)
 
 
 def group_lag(settings: Settings, names: list[str]) -> dict[str, dict[int, int]]:
