@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 
 from cli.app import out, state
-from cli.monitor import monitor
-
-
-def _moment(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+from cli.monitor import moment, monitor
 
 
 @monitor.command("all")
@@ -26,7 +17,7 @@ def run_all(
     """Every report, then the index page; exit 1 when any is past its thresholds."""
     from monitoring.run import run_all as run
 
-    outcome = run(state.settings, _moment(since), _moment(until), progress=lambda line: out.print(line))
+    outcome = run(state.settings, moment(since), moment(until), progress=lambda line: out.print(line))
     for verdict in outcome.verdicts:
         mark = "OK   " if verdict.ok else "ALERT"
         out.print(f"{mark} {verdict.kind}: {verdict.line}", markup=False, highlight=False)

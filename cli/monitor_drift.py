@@ -3,21 +3,13 @@ folder."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from cli.app import err, out, state
-from cli.monitor import monitor
-
-
-def _moment(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+from cli.monitor import moment, monitor
 
 
 def _say(console: Console, text: str) -> None:
@@ -45,7 +37,7 @@ def drift(
     against the history. Embeddings: the newest candidate model's item vectors against the previous one's."""
     from monitoring.drift import run_drift
 
-    run = run_drift(state.settings, _moment(since), _moment(until), reference, service, _moment(events_since),
+    run = run_drift(state.settings, moment(since), moment(until), reference, service, moment(events_since),
                     progress=lambda message: _say(err, f"[drift] {message}"))
     for part in run.parts:
         _say(out, f"  {'ok   ' if part.ok else 'ALERT'} {part.line}")

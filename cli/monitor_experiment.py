@@ -3,19 +3,10 @@ the guardrails, as HTML and JSON in the day's report folder."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 
 from cli.app import out, state
-from cli.monitor import experiment
-
-
-def _moment(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+from cli.monitor import experiment, moment
 
 
 @experiment.command("report")
@@ -28,7 +19,7 @@ def report(
     """Analyse experiment NAME; exit 1 on a sample-ratio mismatch or a broken guardrail."""
     from monitoring.experiment_report import report as write_report
 
-    folder, verdict = write_report(state.settings, name, _moment(since), _moment(until))
+    folder, verdict = write_report(state.settings, name, moment(since), moment(until))
     out.print(verdict.line, markup=False, highlight=False)
     out.print(str(folder / verdict.files[0]), markup=False, highlight=False)
     if not verdict.ok:

@@ -3,22 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 
 from cli.app import out, state
-from cli.monitor import monitor
+from cli.monitor import moment, monitor
 
 SINCE_HELP = "first serving time to read (ISO 8601, UTC if no zone); default a day before --until"
 UNTIL_HELP = "serving time to stop before (ISO 8601); default just after the newest logged answer"
 
-
-def _moment(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @monitor.command("quality")
@@ -35,7 +27,7 @@ def quality(
     monitoring.quality_max_drop below the reference (the most served group; the ranker in service)."""
     from monitoring.quality import quality_report
 
-    folder, verdict = quality_report(state.settings, _moment(since), _moment(until), offline=offline)
+    folder, verdict = quality_report(state.settings, moment(since), moment(until), offline=offline)
     out.print(verdict.line, markup=False, highlight=False)
     out.print(str(folder), markup=False, highlight=False)
     if not verdict.ok:
@@ -53,7 +45,7 @@ def skew(
     a feature is skewed when more than monitoring.skew_threshold of its values mismatch."""
     from monitoring.skew import skew_report
 
-    folder, verdict = skew_report(state.settings, _moment(since), _moment(until))
+    folder, verdict = skew_report(state.settings, moment(since), moment(until))
     out.print(verdict.line, markup=False, highlight=False)
     out.print(str(folder), markup=False, highlight=False)
     if not verdict.ok:
