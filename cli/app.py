@@ -305,7 +305,9 @@ def demo() -> None:
     build_features(None)
     feast_apply()
     # ml-latest-small ends in 2018: materialize and read "as of" the end of the data, not today.
-    user, as_of = _newest_user(state.settings)
+    from cli.demo_steps import newest_user
+
+    user, as_of = newest_user(state.settings)
     materialize(as_of)
     training_set(state.settings.data_path / "training" / "ranker_v2.parquet", "ranker_v2", 20_000)
     build_candidates(epochs=12)
@@ -314,69 +316,11 @@ def demo() -> None:
     evaluate(out_dir=None, epochs=12, users_sample=None, validation=False, with_ranker=True, save_ranker=True,
              seeds=1, tune=False, params=TUNED, served=True)  # one seed; the README's: `evaluate --tune --seeds 3`
     precompute(k=100, active_days=None, as_of="data-end")  # ml-latest-small ends in 2018: serve as of then
-    _sample_request(state.settings, user)
-    _print_online_sample(state.settings, user, as_of)
-    _demo_day(state.settings)
+    from cli.demo_steps import demo_day, print_online_sample, sample_request
 
-
-def _demo_day(settings: Settings) -> None:
-    """A simulated day of traffic through the API (an experiment: ranked against shuffled), then every report."""
-    from monitoring.demo_day import run_demo_day
-
-    result = run_demo_day(settings, progress=lambda line: out.print(line, markup=False, highlight=False))
-    for verdict in result.outcome.verdicts:
-        out.print(f"{'OK   ' if verdict.ok else 'ALERT'} {verdict.kind}: {verdict.line}", markup=False, highlight=False)
-    out.print(f"reports: {result.outcome.board.path}  (make monitor rebuilds them; see Monitoring in the README)",
-              markup=False, highlight=False)
-
-
-def _newest_user(settings: Settings) -> tuple[str, datetime]:
-    """The user with the newest snapshot in the user feature table, and that snapshot's time."""
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(settings.feature_data_path / "user_features", format="parquet").to_table(
-        columns=["user_id", "event_timestamp"]).sort_by([("event_timestamp", "descending")])
-    newest = table.column("event_timestamp")[0].as_py()
-    return table.column("user_id")[0].as_py(), newest if newest.tzinfo else newest.replace(tzinfo=UTC)
-
-
-def _print_online_sample(settings: Settings, user: str, as_of: datetime) -> None:
-    """A few ranker features for one user and three items, read by the fast online path."""
-    from recsys.features.online import FastOnlineFeatures
-    from recsys.features.store import open_feature_store
-
-    fast = FastOnlineFeatures(open_feature_store(settings), "ranker_v2")
-    items = ["1", "318", "2571"]
-    values, _ = fast.get(user, items, {"request_time": as_of, "device": "web"})
-    table = Table(title=f"ranker_v2 online features of user {user} as of {as_of:%Y-%m-%d} (fast path)")
-    table.add_column("feature")
-    for item in items:
-        table.add_column(f"item {item}", justify="right")
-    for name in ("user_features__interactions_total", "item_features__avg_rating", "item_features__category",
-                 "user_item_features__user_category_affinity", "user_item_features__item_age_days"):
-        table.add_row(name, *[f"{v:.2f}" if isinstance(v, float) else str(v) for v in values[name]])
-    out.print(table)
-
-
-def _sample_request(settings: Settings, user: str) -> None:
-    """One GET /recommendations through the real app in process, printed as a client would see it."""
-    import json
-
-    from fastapi.testclient import TestClient
-
-    from bento_services.api.http import app_from_settings
-
-    key = settings.serving.api_keys[0].get_secret_value()
-    with TestClient(app_from_settings(settings)) as client:
-        path = f"/recommendations?user_id={user}&n=5&device=web"
-        answer = client.get(path, headers={"X-API-Key": key})
-    out.print(f"GET {path}  (X-API-Key: …)")
-    out.print(f"{answer.status_code}  X-Experiment: {answer.headers.get('x-experiment')}  "
-              f"X-Model-Version: {answer.headers.get('x-model-version')}  "
-              f"X-Degradation: {answer.headers.get('x-degradation')}")
-    out.print_json(json.dumps(answer.json()))
-    out.print("serve it: make serve   (then curl -H 'X-API-Key: dev-key' "
-              f"'http://{settings.serving.host}:{settings.serving.port}/recommendations?user_id={user}&n=10')")
+    sample_request(state.settings, user)
+    print_online_sample(state.settings, user, as_of)
+    demo_day(state.settings)
 
 
 def _print_summary(settings: Settings) -> None:
