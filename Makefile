@@ -55,7 +55,7 @@ services-status:
 	bash infra/services.sh status
 
 # The three-node Kafka cluster (KRaft, replication factor 3, min.insync.replicas 2) of the failover mitigation,
-# on 127.0.0.1:59192,59194,59196; `bash infra/kafka_cluster.sh kill-node N|start-node N` to rehearse a failover.
+# on 127.0.0.1:29192,29194,29196; `bash infra/kafka_cluster.sh kill-node N|start-node N` to rehearse a failover.
 .PHONY: kafka-cluster-up kafka-cluster-down
 kafka-cluster-up: install
 	bash infra/kafka_cluster.sh start

@@ -2,9 +2,9 @@
 # One-node Apache Cassandra 5.0 (from Maven Central's cassandra-all) on 127.0.0.1, under var/cassandra.
 SERVICE=cassandra
 source "$(dirname "$0")/lib.sh"
-PORT=${RECSYS_CASSANDRA__PORT:-59042}          # CQL native port
-STORAGE_PORT=${RECSYS_CASSANDRA__STORAGE_PORT:-57000}
-JMX_PORT=${RECSYS_CASSANDRA__JMX_PORT:-57199}
+PORT=${RECSYS_CASSANDRA__PORT:-29042}          # CQL native port
+STORAGE_PORT=${RECSYS_CASSANDRA__STORAGE_PORT:-27000}
+JMX_PORT=${RECSYS_CASSANDRA__JMX_PORT:-27199}
 HEAP=${RECSYS_CASSANDRA__HEAP:-1G}
 DIR=$VAR_DIR/cassandra
 PIDFILE=$DIR/cassandra.pid

@@ -2,8 +2,8 @@
 # One-node Apache Kafka broker (KRaft, broker+controller) from Maven Central jars: install|start|stop|status.
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
-PORT=${RECSYS_KAFKA__PORT:-59092}          # client listener
-CONTROLLER_PORT=${RECSYS_KAFKA__CONTROLLER_PORT:-59093}
+PORT=${RECSYS_KAFKA__PORT:-29092}          # client listener
+CONTROLLER_PORT=${RECSYS_KAFKA__CONTROLLER_PORT:-29093}
 DIR=$VAR_DIR/kafka
 PY=$ROOT_DIR/.venv/bin/python
 

@@ -9,8 +9,8 @@
 # each) and the heap with KAFKA_CLUSTER_HEAP; not RECSYS_* names, which the project's settings would refuse.
 SERVICE=kafka-cluster
 source "$(dirname "$0")/lib.sh"
-IFS=, read -r -a PORTS <<<"${KAFKA_CLUSTER_PORTS:-59192,59194,59196}"
-IFS=, read -r -a CONTROLLER_PORTS <<<"${KAFKA_CLUSTER_CONTROLLER_PORTS:-59193,59195,59197}"
+IFS=, read -r -a PORTS <<<"${KAFKA_CLUSTER_PORTS:-29192,29194,29196}"
+IFS=, read -r -a CONTROLLER_PORTS <<<"${KAFKA_CLUSTER_CONTROLLER_PORTS:-29193,29195,29197}"
 HEAP=${KAFKA_CLUSTER_HEAP:-384m}
 START_TIMEOUT=${KAFKA_CLUSTER_START_TIMEOUT:-180}
 NODES=(1 2 3)

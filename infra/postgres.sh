@@ -3,7 +3,7 @@
 # socket (its path, under the checkout, could pass the 107-byte limit wherever a user clones the project).
 SERVICE=postgres
 source "$(dirname "$0")/lib.sh"
-PORT=${RECSYS_POSTGRES__PORT:-55432}
+PORT=${RECSYS_POSTGRES__PORT:-25432}
 USER_NAME=${RECSYS_POSTGRES__USER:-recsys}
 PASSWORD=${RECSYS_POSTGRES__PASSWORD:-recsys}
 DATABASE=${RECSYS_POSTGRES__DATABASE:-recsys}

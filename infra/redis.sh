@@ -2,7 +2,7 @@
 # Redis from Debian's packages, under var/redis, on 127.0.0.1 only.
 SERVICE=redis
 source "$(dirname "$0")/lib.sh"
-PORT=${RECSYS_REDIS__PORT:-56379}
+PORT=${RECSYS_REDIS__PORT:-26379}
 DIR=$VAR_DIR/redis
 
 install() {

@@ -60,7 +60,7 @@ class _Section(BaseModel):
 
 class PostgresSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = 55432
+    port: int = 25432
     user: str = "recsys"
     password: SecretStr = SecretStr("recsys")
     database: str = "recsys"
@@ -75,23 +75,23 @@ class PostgresSettings(_Section):
 
 class RedisSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = 56379
+    port: int = 26379
     db: int = 0
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:59092"
-    controller_port: int = Field(59093, description="KRaft controller port of the project's own broker (infra/)")
+    bootstrap_servers: str = "127.0.0.1:29092"
+    controller_port: int = Field(29093, description="KRaft controller port of the project's own broker (infra/)")
     topic: str = "interaction-events"
     # The port of the project's own broker, parsed by infra/kafka.sh.
-    port: int = 59092
+    port: int = 29092
 
 
 class CassandraSettings(_Section):
     hosts: list[str] = ["127.0.0.1"]
-    port: int = 59042
-    storage_port: int = 57000
-    jmx_port: int = 57199
+    port: int = 29042
+    storage_port: int = 27000
+    jmx_port: int = 27199
     keyspace: str = "recsys"
     datacenter: str = "datacenter1"
     replication: dict[str, str] = {"class": "SimpleStrategy", "replication_factor": "1"}
@@ -180,7 +180,7 @@ class StreamingSettings(_Section):
     batch_linger_ms: int = Field(20, ge=0, description="how long a batch waits for more events (added latency at "
                                  "low rates; a backlog fills batches at once)")
     backoff_max_seconds: float = Field(10.0, gt=0, description="longest wait between retries of a failed batch")
-    metrics_port: int = Field(59300, description="the first consumer's Prometheus port; the next ones count up")
+    metrics_port: int = Field(29300, description="the first consumer's Prometheus port; the next ones count up")
     lag_threshold: int = Field(10_000, ge=0, description="/readyz fails when a group lags by more events")
     session_gap_minutes: float = Field(30.0, gt=0, description="inactivity that closes a session")
     session_slots: int = Field(3, ge=0, description="top slots of an answer given to items near the live session")

@@ -28,7 +28,7 @@ from tests.bento_services.conftest import FakeService, api_settings, client, ser
 pytestmark = pytest.mark.services
 
 SCRIPT = ROOT_DIR / "infra" / "kafka_cluster.sh"
-PORTS = os.environ.get("KAFKA_CLUSTER_PORTS", "59192,59194,59196").split(",")
+PORTS = os.environ.get("KAFKA_CLUSTER_PORTS", "29192,29194,29196").split(",")
 BOOTSTRAP = ",".join(f"127.0.0.1:{port}" for port in PORTS)
 POSTERS = 3  # concurrent clients, each at most RATE posts a second
 RATE = 10.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.settings import ROOT_DIR
+from recsys.settings import ROOT_DIR, Settings
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_postgres_starts_under_a_path_longer_than_a_unix_socket_allows(var_dir: 
     deep = var_dir / ("a-long-checkout-path-" * 6)
     deep.mkdir()
     deep.chmod(0o755)
-    assert len(str(deep / "postgres" / ".s.PGSQL.55432")) > 107
+    assert len(str(deep / "postgres" / ".s.PGSQL.25432")) > 107
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
@@ -98,3 +99,19 @@ def test_postgres_starts_under_a_path_longer_than_a_unix_socket_allows(var_dir: 
         assert status.returncode == 0 and f"up on 127.0.0.1:{port}" in status.stdout
     finally:
         script("postgres", "stop", deep, RECSYS_POSTGRES__PORT=port)
+
+
+def test_default_ports_lie_outside_the_ephemeral_range() -> None:
+    """A client retrying a stopped server on an ephemeral port can be handed that port and connect to itself."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    settings = Settings()
+    ports = {"postgres": settings.postgres.port, "redis": settings.redis.port, "kafka": settings.kafka.port,
+             "kafka controller": settings.kafka.controller_port, "cassandra": settings.cassandra.port,
+             "cassandra storage": settings.cassandra.storage_port, "cassandra jmx": settings.cassandra.jmx_port,
+             "consumer metrics": settings.streaming.metrics_port}
+    for name in ("redis", "postgres", "kafka", "cassandra", "kafka_cluster"):
+        text = (ROOT_DIR / "infra" / f"{name}.sh").read_text()
+        for default in re.findall(r":-([\d,]+)\}", text):
+            for port in default.split(","):
+                ports[f"{name}.sh {port}"] = int(port)
+    assert ports and all(port < low for port in ports.values()), {k: v for k, v in ports.items() if v >= low}
