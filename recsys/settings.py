@@ -265,6 +265,26 @@ class MonitoringSettings(_Section):
                                                  "than this above control's")
 
 
+class PipelineSettings(_Section):
+    """`recsys pipeline run`: the daily pipeline's training and its gate (what a new version must pass)."""
+
+    metric_tolerance: float = Field(0.05, ge=0, lt=1, description="the gate rejects a version whose offline metric "
+                                    "(ANN recall, candidate recall and NDCG, final NDCG) is more than this share "
+                                    "below the serving version's on the held-out day")
+    popularity_margin: float = Field(0.0, ge=0, description="the new final lists' NDCG@10 must beat popularity's "
+                                     "by more than this share")
+    latency_budget_ms: float = Field(250.0, gt=0, description="p99 of the latency probe (full request path, "
+                                     "in process, on the new version) must stay within this")
+    latency_requests: int = Field(200, ge=10, description="requests the latency probe times")
+    eval_users: int = Field(2000, ge=1, description="held-out-day users sampled (seeded) for the offline metrics")
+    k: int = Field(100, ge=10, description="depth of the candidate and ANN recall")
+    epochs: int = Field(12, ge=1, description="two-tower training epochs")
+    ranker_candidate_epochs: int = Field(5, ge=1, description="epochs of the candidate model the ranker's window "
+                                         "lists come from")
+    precompute_k: int = Field(100, ge=1, description="list length precomputed per active user after publication")
+    drift: bool = Field(True, description="end with the drift report (`recsys monitor drift`)")
+
+
 class Settings(BaseSettings):
     """Everything a component needs to find its data and servers."""
 
@@ -285,6 +305,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     streaming: StreamingSettings = StreamingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod
     def settings_customise_sources(
