@@ -83,11 +83,11 @@ def serving_version(log: pd.DataFrame, known: list[str]) -> str | None:
 
 
 class ArtifactCandidates:
-    """`training.ranker_data.ScoredSource` over the served candidate artifact, for users with a given history."""
+    """`training.ranker_data.ScoredSource` over the served candidate artifact (or the `models/<version>` folder
+    given), for users with a given history."""
 
-    def __init__(self, settings: Settings, history: pd.DataFrame) -> None:
-        folder = current_folder(settings)
-        tables = load_serving_tables(settings, folder)
+    def __init__(self, settings: Settings, history: pd.DataFrame, folder: Path | None = None) -> None:
+        tables = load_serving_tables(settings, folder or current_folder(settings))
         if tables.tables is None:
             raise NothingToCompareError(f"no usable candidate artifact ({tables.error}); run `recsys build-candidates`")
         self.version = tables.version
