@@ -77,8 +77,8 @@ test-local: install tools
 
 # Style and types, the layers (import-linter: imports run downwards only) and declared vs imported (deptry).
 lint: install
-	$(BIN)/ruff check recsys ingestion training embeddings bento_services monitoring cli tests bench
-	$(BIN)/mypy recsys ingestion training embeddings bento_services monitoring cli
+	$(BIN)/ruff check recsys ingestion training embeddings bento_services monitoring workflow cli tests bench
+	$(BIN)/mypy recsys ingestion training embeddings bento_services monitoring workflow cli
 	$(BIN)/lint-imports
 	$(BIN)/deptry .
 
