@@ -1,0 +1,297 @@
+"""The steps of the daily pipeline, each reusing what the `recsys` command of that step calls.
+
+What each step hands on is in its manifest outputs (`RunContext.output`), so a resumed run, in a new process,
+starts from the failed step with what the earlier ones produced.
+
+Honest limits, also written into the manifest's notes: the Spark feature job rebuilds every day's snapshots (it
+has no per-day mode), so the step is skipped only when no lake file changed since the last build for the same
+`as_of`; the two-tower model is trained from scratch (its vocabulary is rebuilt from the data each time, so a
+warm start from the version in service is not supported by `embeddings/` yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys.backends import open_catalog, open_interactions, open_lake
+from recsys.errors import InvalidInputError
+from workflow.runner import Rejected, RunContext, Step, StepResult
+
+RUN_STORE = "bentoml"  # the run's own BentoML home: its ranker waits there until publication
+
+
+def lake_step(context: RunContext) -> StepResult:
+    """New events into the lake (`--import DIR`, the generic format), then the run's `as_of` and held-out day."""
+    settings, options = context.settings, context.manifest.options
+    inputs: dict[str, Any] = {}
+    if options.get("import_dir"):
+        from ingestion.generic import GenericSource
+        from ingestion.importer import Importer
+
+        with open_catalog(settings) as catalog, open_interactions(settings) as interactions:
+            catalog.migrate()
+            interactions.migrate()
+            source = GenericSource(Path(options["import_dir"]))
+            report = Importer(catalog, interactions, open_lake(settings)).run(source)
+        inputs = {"import_dir": options["import_dir"], "events_read": report.events_read,
+                  "events_new_in_lake": report.events_new_in_lake}
+    lake = open_lake(settings)
+    events = lake.interactions(columns=["event_time"]).to_pandas()
+    if events.empty:
+        raise InvalidInputError(f"the lake at {lake.root} holds no interactions; import data first")
+    newest = pd.Timestamp(events["event_time"].max())
+    as_of = (pd.Timestamp(options["as_of"]) if options.get("as_of")
+             else newest.floor("s") + pd.Timedelta(seconds=1)).to_pydatetime()
+    from workflow.evaluate import held_out_day
+
+    start, _ = held_out_day(settings.lake_path, as_of)
+    return StepResult(
+        inputs=inputs,
+        outputs={"as_of": as_of.isoformat(), "held_out_day": start.isoformat(), "newest_event": newest.isoformat(),
+                 "lake_fingerprint": lake_fingerprint(settings.lake_path), "events": len(events)},
+        note=f"as of {as_of:%Y-%m-%d %H:%M:%S}, held-out day {start:%Y-%m-%d}")
+
+
+def features_step(context: RunContext) -> StepResult:
+    """Spark: lake + catalog -> the point-in-time feature tables (`recsys build-features`)."""
+    from ingestion.features.engineering import FeatureJobConfig, run_feature_job
+
+    settings, as_of = context.settings, context.as_of
+    fingerprint = context.output("lake", "lake_fingerprint")
+    marker = settings.data_path / "pipeline" / "features.json"
+    built = json.loads(marker.read_text()) if marker.is_file() else {}
+    wanted = {"lake_fingerprint": fingerprint, "as_of": as_of.isoformat(), "output": str(settings.feature_data_path)}
+    if not context.manifest.options.get("full") and built == wanted and settings.feature_data_path.is_dir():
+        return StepResult(outputs=wanted, skipped=True,
+                          note="no lake file changed since the last build for this as_of")
+    config = FeatureJobConfig(lake=settings.lake_path, output=settings.feature_data_path,
+                              master=settings.features.spark_master,
+                              cadence_days=settings.features.snapshot_cadence_days, as_of=as_of)
+    written = run_feature_job(config, progress=lambda message: context.progress(f"  [spark] {message}"))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(wanted))
+    return StepResult(outputs=wanted, metrics={f"{table}_rows": rows for table, rows in written.items()},
+                      note="every day rebuilt: the Spark job has no per-day mode")
+
+
+def feast_apply_step(context: RunContext) -> StepResult:
+    from recsys.features.store import apply_repo
+
+    apply_repo(context.settings)
+    return StepResult(outputs={"project": context.settings.features.project})
+
+
+def materialize_step(context: RunContext) -> StepResult:
+    from ingestion.features.materialize import materialize
+    from recsys.features.store import open_feature_store
+
+    reports = materialize(open_feature_store(context.settings), end=context.as_of,
+                          progress=lambda message: context.progress(f"  [materialize] {message}"))
+    return StepResult(outputs={"end": context.as_of.isoformat()},
+                      metrics={f"{r.view}_rows": r.rows for r in reports})
+
+
+def candidates_step(context: RunContext) -> StepResult:
+    """Two-tower training on the events before the held-out day, index, neighbours, user vectors: a new
+    `models/<version>` folder, not published."""
+    from embeddings.artifacts import build_candidate_artifacts
+    from embeddings.train import TrainConfig
+
+    settings = context.settings
+    until = datetime.fromisoformat(context.output("lake", "held_out_day"))
+    version = f"two-tower-{context.manifest.run_id}"
+    built = build_candidate_artifacts(settings, TrainConfig(epochs=settings.pipeline.epochs, until=until),
+                                      progress=lambda message: context.progress(f"  [candidates] {message}"),
+                                      version=version, publish=False)
+    return StepResult(inputs={"until": until.isoformat(), "epochs": settings.pipeline.epochs},
+                      outputs={"version": built.version, "folder": str(built.folder)},
+                      versions={"candidates": built.version}, metrics={"items": built.items, "users": built.users},
+                      note="full training (warm start from the serving version is not supported by embeddings/)")
+
+
+def ranker_step(context: RunContext) -> StepResult:
+    """The Wide & Deep ranker on the events before the held-out day (`training.ranker_eval`), measured on that
+    day, saved in the run's own model store until publication."""
+    from recsys.features.store import open_feature_store
+    from training.ranker_eval import RankedCandidates, RankerEvalConfig
+    from training.ranker_train import plot_curves, save_ranker
+    from workflow.evaluate import held_out_day
+
+    settings = context.settings
+    items = open_lake(settings).latest_snapshot("items")
+    if items is None:
+        raise InvalidInputError("no item catalog in the lake; import data first")
+    start, frame = held_out_day(settings.lake_path, context.as_of)
+    train = frame[frame["event_time"] < pd.Timestamp(start)].reset_index(drop=True)
+    test = frame[frame["event_time"] >= pd.Timestamp(start)]
+    ranked = RankedCandidates(items, open_feature_store(settings),
+                              RankerEvalConfig(candidate_epochs=settings.pipeline.ranker_candidate_epochs),
+                              progress=lambda message: context.progress(f"  [ranker] {message}"))
+    ranked.fit(train)
+    metrics = ranked.holdout_metrics(test)
+    assert ranked.trained is not None and ranked.data_window is not None
+    plot_curves(ranked.trained.history, context.run_dir / "ranker_curve.png")
+    first, last = (t.to_pydatetime() for t in ranked.data_window)
+    home = context.run_dir / RUN_STORE
+    tag = save_ranker(ranked.trained, ranked.config.service, first, last, metrics, home)
+    return StepResult(outputs={"tag": tag, "home": str(home)}, versions={"ranker": tag.split(":", 1)[1]},
+                      metrics={k: float(v) for k, v in metrics.items()})
+
+
+def evaluate_step(context: RunContext) -> StepResult:
+    """The new version and the one in service on the held-out day, with popularity beside them."""
+    from bento_services.pipeline.retrieve import current_folder
+    from workflow.evaluate import day_holdout, held_out_day, measure, popularity
+
+    settings, config = context.settings, context.settings.pipeline
+    start, frame = held_out_day(settings.lake_path, context.as_of)
+    held = day_holdout(frame, start, config.eval_users)
+    before = frame[frame["event_time"] < pd.Timestamp(start)]
+    folder = Path(context.output("candidates", "folder"))
+    new_ranker = _run_ranker(context)
+    result: dict[str, Any] = {"held_out_day": start.isoformat(), "users": len(held.relevant),
+                              "new": {"version": folder.name, "ranker": context.output("ranker", "tag"),
+                                      "metrics": measure(settings, folder, held, new_ranker, config.k)},
+                              "popularity": popularity(before, held, config.k), "serving": None}
+    serving_folder = current_folder(settings)
+    if serving_folder is not None and serving_folder.is_dir():
+        serving_ranker = _serving_ranker()
+        result["serving"] = {"version": serving_folder.name,
+                             "ranker": f"ranker:{serving_ranker.version}" if serving_ranker is not None else None,
+                             "metrics": measure(settings, serving_folder, held, serving_ranker, config.k)}
+    (context.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    metrics = {f"new/{k}": v for k, v in result["new"]["metrics"].items()}
+    metrics |= {f"popularity/{k}": v for k, v in result["popularity"].items()}
+    if result["serving"] is not None:
+        metrics |= {f"serving/{k}": v for k, v in result["serving"]["metrics"].items()}
+    return StepResult(outputs={"evaluation": str(context.run_dir / "evaluation.json")}, metrics=metrics,
+                      versions={"serving": result["serving"]["version"] if result["serving"] else "none"},
+                      note=None if result["serving"] else "no version in service: compared with popularity only")
+
+
+def gate_step(context: RunContext) -> StepResult:
+    """`workflow.gate`: metrics against the serving version and popularity, the index answers, latency."""
+    from workflow.evaluate import day_holdout, held_out_day
+    from workflow.gate import index_answers, judge_latency, judge_metrics, latency_probe
+
+    settings, config = context.settings, context.settings.pipeline
+    evaluation = json.loads(Path(context.output("evaluate", "evaluation")).read_text())
+    folder = Path(context.output("candidates", "folder"))
+    serving = evaluation["serving"]["metrics"] if evaluation["serving"] else None
+    reasons = judge_metrics(evaluation["new"]["metrics"], serving, evaluation["popularity"], config)
+    start, frame = held_out_day(settings.lake_path, context.as_of)
+    held = day_holdout(frame, start, config.eval_users)
+    users = sorted(held.relevant)
+    index_problem = index_answers(settings, folder, list(held.history[held.history["user_id"] == users[0]]["item_id"]))
+    checks: dict[str, Any] = {"index": index_problem or "loads and answers"}
+    if index_problem:
+        reasons.append(index_problem)
+    else:
+        probe = latency_probe(settings, folder, _run_ranker(context), users, config.latency_requests)
+        checks["latency"] = probe
+        reasons += judge_latency(probe, config)
+    result = StepResult(metrics=checks, outputs={"reasons": reasons})
+    if reasons:
+        raise Rejected(reasons, result)
+    result.note = "passed: " + ", ".join(["metrics", "popularity", "index", "latency"])
+    return result
+
+
+def publish_step(context: RunContext) -> StepResult:
+    """The ranker into the model store (becomes `ranker:latest`), the user vectors online, then models/CURRENT."""
+    import bentoml
+
+    from embeddings.artifacts import publish_candidate_artifacts
+    from recsys.private.bentoml import model_store
+
+    settings = context.settings
+    tag, home = context.output("ranker", "tag"), Path(context.output("ranker", "home"))
+    exported = context.run_dir / "ranker.bentomodel"
+    bentoml.models.export_model(tag, str(exported), _model_store=model_store(home))
+    try:
+        bentoml.models.get(tag, _model_store=model_store(None))
+    except bentoml.exceptions.NotFound:
+        bentoml.models.import_model(str(exported), _model_store=model_store(None))
+    folder = Path(context.output("candidates", "folder"))
+    users = publish_candidate_artifacts(settings, folder,
+                                        progress=lambda message: context.progress(f"  [publish] {message}"))
+    return StepResult(outputs={"current": folder.name, "ranker": tag},
+                      versions={"candidates": folder.name, "ranker": tag.split(":", 1)[1]},
+                      metrics={"user_vectors": users})
+
+
+def precompute_step(context: RunContext) -> StepResult:
+    """Layer 1 for every active user, through the serving pipeline of the published version (`recsys precompute`)."""
+    from bento_services.pipeline.batch import active_users, batch_settings
+    from bento_services.pipeline.batch import precompute as run_precompute
+    from bento_services.pipeline.rankers import build_serving_pipeline
+
+    settings = context.settings
+    users = active_users(settings)
+    pipeline = build_serving_pipeline(batch_settings(settings))
+    try:
+        written = run_precompute(pipeline, users, settings.pipeline.precompute_k, as_of=context.as_of)
+    finally:
+        pipeline.close()
+    return StepResult(metrics={"users": written, "k": settings.pipeline.precompute_k})
+
+
+def drift_step(context: RunContext) -> StepResult:
+    """The drift report (`recsys monitor drift`), optional: a failure is recorded, the run stays published."""
+    if not context.settings.pipeline.drift:
+        return StepResult(skipped=True, note="pipeline.drift is off")
+    from monitoring.drift import run_drift
+
+    run = run_drift(context.settings, progress=lambda message: context.progress(f"  [drift] {message}"))
+    return StepResult(outputs={"folder": str(run.folder), "ok": run.verdict.ok, "line": run.verdict.line},
+                      metrics=dict(run.verdict.metrics))
+
+
+STEPS = [Step("lake", lake_step), Step("features", features_step), Step("feast_apply", feast_apply_step),
+         Step("materialize", materialize_step), Step("candidates", candidates_step), Step("ranker", ranker_step),
+         Step("evaluate", evaluate_step), Step("gate", gate_step), Step("publish", publish_step),
+         Step("precompute", precompute_step), Step("drift", drift_step, optional=True)]
+
+
+def lake_fingerprint(lake_root: Path) -> str:
+    """A digest of every lake file's path, size and modification time: changes when any day or snapshot does."""
+    digest = hashlib.sha256()
+    for path in sorted(lake_root.rglob("*.parquet")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(lake_root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _run_ranker(context: RunContext) -> Any:
+    from recsys.models.ranker import load_ranker
+
+    return load_ranker(context.output("ranker", "tag"), Path(context.output("ranker", "home")))
+
+
+def _serving_ranker() -> Any | None:
+    from recsys.models.ranker import MODEL_NAME, load_ranker
+
+    try:
+        return load_ranker(f"{MODEL_NAME}:latest")
+    except Exception:  # noqa: BLE001 - no ranker in service yet: its lists are in candidate order
+        return None
+
+
+def parse_as_of(value: str | None) -> str | None:
+    """`--as-of DATE`: the run sees data up to the end of that day (UTC); an ISO time is taken as given."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"--as-of: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from exc
+    if len(value) == 10:  # a date: its whole day
+        moment = moment + timedelta(days=1)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
