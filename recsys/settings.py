@@ -285,6 +285,21 @@ class PipelineSettings(_Section):
     drift: bool = Field(True, description="end with the drift report (`recsys monitor drift`)")
 
 
+class TrackingSettings(_Section):
+    """Experiment tracking (MLflow): every training run's parameters, metrics, curves and small artifacts, and a
+    registered version per published model pointing at what serving loads (the weights are not copied)."""
+
+    enabled: bool = Field(True, description="record training runs; off: training runs as before, unrecorded")
+    uri: str | None = Field(None, description="MLflow tracking URI: `http(s)://host:port` of a tracking server in "
+                            "production; default sqlite:///data_dir/mlruns/mlflow.db (the local store)")
+    artifact_root: str | None = Field(None, description="where a new experiment's artifacts go; default "
+                                      "data_dir/mlruns/artifacts with the local store, the server's own with a server")
+    experiment: str = Field("recsys", description="the MLflow experiment every run is recorded in")
+    http_timeout_s: float = Field(10.0, gt=0, description="one request to a tracking server; an unreachable server "
+                                  "costs the run about (retries + 1) times this, then training goes on unrecorded")
+    http_retries: int = Field(1, ge=0, description="retries of a failed request to a tracking server")
+
+
 class Settings(BaseSettings):
     """Everything a component needs to find its data and servers."""
 
@@ -306,6 +321,7 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = StreamingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -334,6 +350,11 @@ class Settings(BaseSettings):
     def reports_path(self) -> Path:
         """Where `recsys monitor` and `recsys experiment report` write, one dated folder per day."""
         return self.monitoring.reports_dir or self.data_path / "reports"
+
+    @property
+    def tracking_uri(self) -> str:
+        """Where training runs are recorded: `tracking.uri`, or the sqlite store under data_dir/mlruns."""
+        return self.tracking.uri or f"sqlite:///{self.data_path.resolve() / 'mlruns' / 'mlflow.db'}"
 
     @property
     def embedded_path(self) -> Path:
