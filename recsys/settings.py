@@ -295,7 +295,7 @@ class TrackingSettings(_Section):
     artifact_root: str | None = Field(None, description="where a new experiment's artifacts go; default "
                                       "data_dir/mlruns/artifacts with the local store, the server's own with a server")
     experiment: str = Field("recsys", description="the MLflow experiment every run is recorded in")
-    http_timeout_s: float = Field(10.0, gt=0, description="one request to a tracking server; an unreachable server "
+    http_timeout_s: int = Field(10, ge=1, description="one request to a tracking server; an unreachable server "
                                   "costs the run about (retries + 1) times this, then training goes on unrecorded")
     http_retries: int = Field(1, ge=0, description="retries of a failed request to a tracking server")
 
