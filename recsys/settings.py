@@ -149,6 +149,23 @@ class ServingSettings(_Section):
         default_factory=lambda: {"candidates": 100.0, "features": 50.0, "ranking": 100.0},
         description="per-stage time budget; a stage past it degrades the answer",
     )
+    admission_limit: int = Field(4, ge=1, description="GET /recommendations requests one API worker runs at once; "
+                                 "more would only queue on its cores and saturate the stages' threads (4 each)")
+    admission_queue: int = Field(32, ge=0, description="GET /recommendations requests that may wait for a slot per "
+                                 "worker; past it a request gets 503 with Retry-After at once (admission control)")
+    admission_queue_ms: float = Field(50.0, ge=0, description="longest wait for a slot (both kinds of request); "
+                                      "past it 503 with Retry-After")
+    events_admission_limit: int = Field(32, ge=1, description="POST /interactions and /feedback one worker runs at "
+                                        "once (they wait on the bus); with admission_limit it stays under the 40 "
+                                        "threads the API shares, so neither kind starves the other")
+    events_admission_queue: int = Field(128, ge=0, description="POST /interactions and /feedback that may wait for "
+                                        "a slot per worker; past it 503 with Retry-After")
+    request_budget_ms: float = Field(200.0, gt=0, description="GET /recommendations' whole budget, from arrival at "
+                                     "the worker; see cheap_after_share")
+    cheap_after_share: float = Field(0.5, gt=0, le=1, description="a request that has spent more than this share of "
+                                     "request_budget_ms (waiting to start, or in the lookup and precomputed read) "
+                                     "is answered from the cheapest rung that can (its precomputed list, else the "
+                                     "popular items), never from the full path")
     precomputed_ttl_seconds: int = 24 * 3600
     precomputed_reads: bool = Field(True, description="answer from layer 1 (the precomputed lists) when it holds "
                                     "the user; False: every request takes the full path (benchmarks of it, the "

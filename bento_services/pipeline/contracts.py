@@ -49,6 +49,9 @@ class RecommendationRequest:
     context: RequestContext = field(default_factory=RequestContext)
     at: datetime | None = None  # the request time; None is now. Batch replays and backfills set it (--as-of)
     variant: str | None = None  # a forced arm (`assignment.forced`: the playground); None assigns by bucket
+    # `time.monotonic()` when the server received the request; the pipeline counts its budget from it
+    # (`serving.request_budget_ms`). None: from when `recommend` is called (batch, tests).
+    received_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ event, and no live session) gets the `cold_start` rung: the popular items of the
 categories, then the popular ones, from memory.
 
 A precomputed hit for a user whose arm does not change ranking is the cached path (`cached=True`).
+
+Overload makes a request cheaper, never dearer: a request that has spent `serving.cheap_after_share` of
+`serving.request_budget_ms` before the full path (waiting to start, or in the lookup and layer-1 read), or
+whose layer-1 read timed out or found its threads busy, is answered from its precomputed list
+(`precomputed` when its arm ranks differently) or the popular items (`popular`), counted in
+`recsys_busy_answers{reason}`. A genuine miss (no list for the user) still takes the full path.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bento_services.metrics import CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
+from bento_services.metrics import BUSY_ANSWERS, CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
 from bento_services.pipeline.assignment import Assignment, assign, forced
 from bento_services.pipeline.caches import EmbeddingCache
 from bento_services.pipeline.connections import Connection
@@ -52,7 +58,7 @@ from bento_services.pipeline.retrieve import (
 )
 from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
 from bento_services.pipeline.session import LiveSession
-from bento_services.pipeline.stages import StageFailed, StageRunner
+from bento_services.pipeline.stages import BUSY_REASONS, StageFailed, StageRunner
 from bento_services.pipeline.upkeep import TablesUpkeep
 from recsys.backends import (
     open_activity,
@@ -123,12 +129,22 @@ class RecommendationPipeline(TablesUpkeep):
             return self._respond(request, self._popular(request, excluded, onboarding), arm, "popular",
                                  Degradation.COLD_START, timings, started, trace)
         now_ms = int((request.at or datetime.now(UTC)).timestamp() * 1000)
-        if use_precomputed and self.settings.serving.precomputed_reads and not arm.changes_ranking:
-            cached = self._precomputed(request, excluded, timings)
+        late = self._late(request)
+        busy = False
+        if use_precomputed and self.settings.serving.precomputed_reads and (not arm.changes_ranking or late):
+            cached, busy = self._layer1(request, excluded, timings)
             if cached is not None:
                 cached = self._with_session(cached, activity, now_ms, request.n, excluded)
+                if arm.changes_ranking:  # not this arm's cached answer: the cheap rung of a late request
+                    BUSY_ANSWERS.labels("deadline").inc()
+                    return self._respond(request, cached, arm, self.tables.version, Degradation.PRECOMPUTED,
+                                         timings, started, trace)
                 return self._respond(request, cached, arm, self.tables.version, Degradation.FULL, timings, started,
                                      trace, cached=True)
+        if busy or late or self._late(request):  # overload makes a request cheaper, never dearer
+            BUSY_ANSWERS.labels("layer1_busy" if busy else "deadline").inc()
+            items = self._with_session(self._popular(request, excluded), activity, now_ms, request.n, excluded)
+            return self._respond(request, items, arm, "popular", Degradation.POPULAR, timings, started, trace)
         items, version, level = self._full_path(request, user, arm, excluded, timings, activity, trace)
         items = self._with_session(items, activity, now_ms, request.n, excluded)
         return self._respond(request, items, arm, version, level, timings, started, trace)
@@ -239,18 +255,34 @@ class RecommendationPipeline(TablesUpkeep):
     def _precomputed(self, request: RecommendationRequest, excluded: set[str],
                      timings: dict[str, float]) -> list[RecommendedItem] | None:
         """Layer 1, filtered by today's rules; None on a miss or when fewer than `n` items survive."""
+        return self._layer1(request, excluded, timings)[0]
+
+    def _layer1(self, request: RecommendationRequest, excluded: set[str],
+                timings: dict[str, float]) -> tuple[list[RecommendedItem] | None, bool]:
+        """`_precomputed`'s list, and whether a miss was the server being busy (the read timed out or found
+        every thread of its stage taken) rather than no list for the user."""
+        busy = False
         try:
             found = self.runner.run("precomputed", lambda: self._read_layer1(request.user_id), timings)
-        except StageFailed:
-            found = []
+        except StageFailed as failed:
+            found, busy = [], failed.reason in BUSY_REASONS
         kept = [r for r in found if self.post.allowed(r.item_id, excluded)]
         if not kept or len(kept) < min(request.n, len(found)):
             CACHE_LOOKUPS.labels("precomputed", "miss").inc()
-            return None
+            return None, busy
         CACHE_LOOKUPS.labels("precomputed", "hit").inc()
         return [RecommendedItem(r.item_id, rank, float(r.score), source_of(r.explanation_type),
                                 r.explanation_type or "popular")
-                for rank, r in enumerate(kept[:request.n], start=1)]
+                for rank, r in enumerate(kept[:request.n], start=1)], False
+
+    def _late(self, request: RecommendationRequest) -> bool:
+        """Whether the request has spent more than `serving.cheap_after_share` of `serving.request_budget_ms`
+        since the server received it (waiting to start, or in the cheap stages): too late for the full path."""
+        if request.received_at is None:
+            return False
+        serving = self.settings.serving
+        spent_ms = (time.monotonic() - request.received_at) * 1000.0
+        return spent_ms > serving.request_budget_ms * serving.cheap_after_share
 
     def _read_layer1(self, user_id: str) -> list[Recommendation]:
         """The first layer that has a list; a layer that cannot answer counts as a miss."""

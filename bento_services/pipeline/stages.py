@@ -23,6 +23,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 #: Budgets of the stages the settings do not name (`serving.stage_timeout_ms` overrides them).
 DEFAULT_BUDGETS_MS = {"lookup": 100.0, "precomputed": 50.0, "user_state": 100.0}
+#: `StageFailed.reason`s that mean the server is busy (or a dependency hangs), not that the stage is broken.
+BUSY_REASONS = frozenset({"timeout", "saturated"})
 
 
 class StageFailed(Exception):
