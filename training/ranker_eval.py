@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 from embeddings.train import TrainConfig
 from recsys.features.service import RANKER_SERVICE, service_layout
 from recsys.models.ranker import WideDeepRanker, columns_of
+from recsys.settings import Settings
 from recsys.stores.lake import Lake
 from training.candidate_eval import MergedCandidates
 from training.evaluation import ndcg_at_k, positives, temporal_split
@@ -35,6 +36,7 @@ from training.ranker_train import (
     save_ranker,
     train_ranker,
 )
+from training.tracking import RunRecord, track
 
 
 @dataclass(frozen=True)
@@ -167,16 +169,17 @@ class RankerRun:
 
 def train_and_save(lake_root: Path, items: pd.DataFrame, store: FeatureStore, out_dir: Path,
                    config: RankerEvalConfig = RankerEvalConfig(), home: Path | None = None,
-                   progress: Callable[[str], None] = print) -> RankerRun:
+                   progress: Callable[[str], None] = print, tracking: Settings | None = None) -> RankerRun:
     """Train on the harness's temporal split of the lake, measure on its hold-out, save to the model store.
 
     The saved model is the one measured: trained on data before every user's hold-out, so its
     metrics are honest; the data window in its metadata says which events it learned from.
+    `tracking`: also record the run in experiment tracking (see `publish_ranker`).
     """
     train, _ = split_lake(lake_root)
     ranked = RankedCandidates(items, store, config, progress)
     ranked.fit(train)
-    return publish_ranker(ranked, lake_root, out_dir, home, progress)
+    return publish_ranker(ranked, lake_root, out_dir, home, progress, tracking)
 
 
 def split_lake(lake_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -186,10 +189,12 @@ def split_lake(lake_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def publish_ranker(ranked: RankedCandidates, lake_root: Path, out_dir: Path, home: Path | None = None,
-                   progress: Callable[[str], None] = print) -> RankerRun:
+                   progress: Callable[[str], None] = print, tracking: Settings | None = None) -> RankerRun:
     """Measure a ranker fitted on the split's training part on its hold-out, plot its curve, save it to the
     model store with those metrics. `recsys evaluate --save-ranker` publishes the ranker it evaluated, so
-    a run trains it once."""
+    a run trains it once. `tracking`: these settings' experiment tracking records the run (config, metrics,
+    per-epoch curves, plot) and registers the BentoML tag as a version of `ranker`; a tracking failure is
+    reported and the ranker is published all the same."""
     assert ranked.trained is not None and ranked.data_window is not None, "fit first"
     _, test = split_lake(lake_root)
     metrics = ranked.holdout_metrics(test)
@@ -201,4 +206,23 @@ def publish_ranker(ranked: RankedCandidates, lake_root: Path, out_dir: Path, hom
     start, end = (t.to_pydatetime() for t in ranked.data_window)
     tag = save_ranker(ranked.trained, ranked.config.service, start, end, metrics, home)
     (out_dir / "ranker_metrics.json").write_text(json.dumps({"tag": tag, **metrics}, indent=2) + "\n")
-    return RankerRun(tag, metrics, curve)
+    run = RankerRun(tag, metrics, curve)
+    if tracking is not None:
+        track(tracking, ranker_record(ranked, run, out_dir / "ranker_metrics.json"), progress)
+    return run
+
+
+def ranker_record(ranked: RankedCandidates, run: RankerRun, metrics_file: Path) -> RunRecord:
+    """The published ranker's run: its evaluation and training config, hold-out metrics, best epoch, one
+    curve per ensemble member and quantity (train and validation loss, validation AUC, by epoch)."""
+    assert ranked.trained is not None and ranked.data_window is not None, "fit first"
+    history = ranked.trained.history
+    curves: dict[str, list[float]] = {}
+    for row in sorted(history, key=lambda h: (int(h.get("member", 0)), int(h["epoch"]))):
+        for quantity in ("train_loss", "val_loss", "val_auc"):
+            curves.setdefault(f"{quantity}/member_{int(row.get('member', 0)) + 1}", []).append(float(row[quantity]))
+    start, end = (t.to_pydatetime() for t in ranked.data_window)
+    return RunRecord(kind="ranker", version=run.tag.partition(":")[2], serving_ref=run.tag,
+                     params=asdict(ranked.config), metrics={**run.metrics, "best_epoch": ranked.trained.best_epoch},
+                     curves=curves, first_step=1, artifacts=[run.curve, metrics_file], data_start=start,
+                     data_end=end)
