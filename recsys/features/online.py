@@ -22,6 +22,7 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from recsys.features.on_demand import TWINS, epoch_column
 from recsys.features.service import MISSING, PRESENT, STALE, ServiceLayout, check_entity_rows, service_layout
 from recsys.private.feast import feast_value_type_to_python_type
 
@@ -40,18 +41,25 @@ class ViewTable:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     timestamps: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="float64"))
 
-    def take(self, keys: list[str]) -> tuple[dict[str, list[Any]], np.ndarray]:
-        """Values and event times (epoch seconds; NaN when absent) of these keys, in order."""
+    #: Timestamp columns as epoch nanoseconds (masked where absent), for the on-demand twins.
+    epochs: dict[str, np.ma.MaskedArray] = field(default_factory=dict)
+
+    def take(self, keys: list[str], epochs: dict[str, Any] | None = None) -> tuple[dict[str, list[Any]], np.ndarray]:
+        """Values and event times (epoch seconds; NaN when absent) of these keys, in order; with `epochs`, also
+        the timestamp columns' epoch nanoseconds."""
         missing_row = len(self.timestamps) - 1  # the last row is all None
         rows = np.fromiter((self.index.get(k, missing_row) for k in keys), dtype=np.int64, count=len(keys))
+        if epochs is not None:
+            epochs.update({name: column.take(rows) for name, column in self.epochs.items()})
         return {name: column.take(rows).tolist() for name, column in self.columns.items()}, self.timestamps[rows]
 
 
 class FastOnlineFeatures:
     """`get_online_features` for one feature service, answered from memory for the item side."""
 
-    def __init__(self, store: FeatureStore, service: str, max_age_seconds: float = 300.0) -> None:
+    def __init__(self, store: FeatureStore, service: str, max_age_seconds: float = 300.0, twins: bool = True) -> None:
         self.store = store
+        self.twins = twins
         self.layout: ServiceLayout = service_layout(store, service)
         self.max_age_seconds = max_age_seconds
         self._provider = store._get_provider()
@@ -91,6 +99,8 @@ class FastOnlineFeatures:
             column = np.empty(len(raw), dtype=object)
             column[:] = [_decode(values, name) for _, values in raw]
             table.columns[name] = column
+            if any(isinstance(v, datetime) for v in column[:-1]):
+                table.epochs[name] = epoch_column(column.tolist())
         table.timestamps = np.array([ts.timestamp() if ts else np.nan for ts, _ in raw], dtype="float64")
         return table
 
@@ -110,15 +120,15 @@ class FastOnlineFeatures:
         check_entity_rows(self.layout, [{"user_id": user_id, "item_id": "", **request}])
         now = pd.Timestamp(request.get("request_time") or pd.Timestamp.now(tz="UTC")).timestamp()
         user_values, user_status, user_inputs = self._side(user_id, None, now)
-        item_values, item_status, item_inputs = self._side(None, item_ids, now)
+        epochs: dict[str, Any] = {}
+        item_values, item_status, item_inputs = self._side(None, item_ids, now, epochs)
         n = len(item_ids)
         values = {"user_id": [user_id] * n, "item_id": list(item_ids)}
         values.update({k: v * n for k, v in user_values.items()})
         values.update(item_values)
         status = {k: v * n for k, v in user_status.items()}
         status.update(item_status)
-        inputs = {**{k: v * n for k, v in user_inputs.items()}, **item_inputs}
-        self._on_demand(inputs, request, n, values, status)
+        self._on_demand(user_inputs, item_inputs, epochs, request, n, values, status)
         return values, status
 
     def user_features(self, user_id: str, now: float | None = None) -> Answer:
@@ -132,7 +142,7 @@ class FastOnlineFeatures:
         return values, status
 
     def _side(
-        self, user_id: str | None, item_ids: list[str] | None, now: float
+        self, user_id: str | None, item_ids: list[str] | None, now: float, epochs: dict[str, Any] | None = None,
     ) -> tuple[dict[str, list[Any]], dict[str, list[str]], dict[str, list[Any]]]:
         if item_ids is not None and time.monotonic() - self._refreshed_at > self.max_age_seconds:
             self.refresh()
@@ -145,7 +155,7 @@ class FastOnlineFeatures:
             if user_id is not None:
                 columns, stamps = self._read_one(view, names, user_id)
             else:
-                columns, stamps = self._item_tables[view.name].take(item_ids or [])
+                columns, stamps = self._item_tables[view.name].take(item_ids or [], epochs)
             inputs.update(columns)
             self._collect(view, columns, stamps, now, values, status)
         return values, status, inputs
@@ -165,26 +175,42 @@ class FastOnlineFeatures:
             ]
 
     def _on_demand(
-        self, inputs: dict[str, list[Any]], request: dict[str, Any], n: int,
-        values: dict[str, list[Any]], status: dict[str, list[str]],
+        self, user_inputs: dict[str, list[Any]], item_inputs: dict[str, list[Any]], epochs: dict[str, Any],
+        request: dict[str, Any], n: int, values: dict[str, list[Any]], status: dict[str, list[str]],
     ) -> None:
-        """Run each on-demand view's own function; a view that reads only the request runs on one row."""
+        """Each on-demand view's values: its request-time twin (`recsys.features.on_demand.TWINS`) when it
+        has one and `twins` is on, else its own pandas function (a view reading only the request: one row)."""
         for odfv in self.layout.on_demand:
-            transformation = odfv.feature_transformation
-            assert transformation is not None, f"{odfv.name} has no transformation"
-            reads_views = bool(odfv.source_feature_view_projections)
-            rows = n if reads_views else 1
-            columns = {k: [v] * rows for k, v in request.items()}
-            for projection in odfv.source_feature_view_projections.values():
-                columns.update({f.name: inputs[f.name] for f in projection.features})
-            output = transformation.udf(pd.DataFrame(columns))
             wanted = next(p for p in self.layout.service.feature_view_projections if p.name == odfv.name)
-            for feature in wanted.features:
-                column = _python_column(output[feature.name])
-                if not reads_views:
-                    column = column * n
-                values[f"{odfv.name}__{feature.name}"] = column
-                status[f"{odfv.name}__{feature.name}"] = [MISSING if v is None else PRESENT for v in column]
+            twin = TWINS.get(odfv.name) if self.twins else None
+            if twin is not None:
+                output = twin(request, {k: v[0] for k, v in user_inputs.items()}, {**item_inputs, **epochs}, n)
+                columns = {f.name: output[f.name] if isinstance(output[f.name], list) else [output[f.name]] * n
+                           for f in wanted.features}
+            else:
+                columns = self._run_function(odfv, user_inputs, item_inputs, request, n, wanted.features)
+            for name, column in columns.items():
+                values[f"{odfv.name}__{name}"] = column
+                status[f"{odfv.name}__{name}"] = [MISSING if v is None else PRESENT for v in column] \
+                    if None in column else [PRESENT] * n
+
+    def _run_function(self, odfv: Any, user_inputs: dict[str, list[Any]], item_inputs: dict[str, list[Any]],
+                      request: dict[str, Any], n: int, features: list[Any]) -> dict[str, list[Any]]:
+        """The view's own function over a frame of the request's rows (what Feast runs)."""
+        transformation = odfv.feature_transformation
+        assert transformation is not None, f"{odfv.name} has no transformation"
+        reads_views = bool(odfv.source_feature_view_projections)
+        rows = n if reads_views else 1
+        inputs = {**{k: v * n for k, v in user_inputs.items()}, **item_inputs}
+        columns = {k: [v] * rows for k, v in request.items()}
+        for projection in odfv.source_feature_view_projections.values():
+            columns.update({f.name: inputs[f.name] for f in projection.features})
+        output = transformation.udf(pd.DataFrame(columns))
+        out: dict[str, list[Any]] = {}
+        for feature in features:
+            column = _python_column(output[feature.name])
+            out[feature.name] = column * n if not reads_views else column
+        return out
 
 
 def _needed_features(store: FeatureStore, layout: ServiceLayout) -> list[tuple[FeatureView, list[str]]]:

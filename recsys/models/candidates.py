@@ -338,10 +338,12 @@ class CandidateGenerator:
         for source, ranked in lists.items():
             taken, weight, listed = 0, getattr(self.weights, source), set()
             for item, score in ranked:
+                within = taken < quotas[source]
+                if not within and k is None:
+                    break  # past the quota only the top-up reads a source, and it is not asked for
                 if item in consumed or item in listed or not self._servable(item):
                     continue
                 listed.add(item)
-                within = taken < quotas[source]
                 (fused if within else tail)[item] += weight / (RRF_K + taken + 1)
                 (sources if within else tail_sources)[item].setdefault(source, float(score))
                 taken += 1

@@ -150,31 +150,53 @@ class FeatureEncoder:
         return [column.default if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in raw]
 
     def _crosses(self, values: dict[str, Sequence[Any]], n: int) -> np.ndarray:
-        """Hashed wide crosses; a column the layout lacks reads as its default (or "unknown")."""
-        def text(ref: str) -> list[str]:
+        """Hashed wide crosses; a column the layout lacks reads as its default (or "unknown").
+
+        Each cross's key is `name=<a>|<b>` over two columns with few distinct values (a category, a bucket,
+        a user or request value): the keys are built and hashed once per distinct pair, not per row.
+        """
+        def text(ref: str) -> tuple[np.ndarray, list[str]]:
             column = next((c for c in self.columns if c.ref == ref), Column(ref, "categorical", "unknown"))
             if column.kind == "numeric":
-                return [str(v) for v in self._floats(values, column, n)]
-            return self._strings(values, column, n)
+                return _distinct([str(v) for v in self._floats(values, column, n).tolist()])
+            return _distinct(self._strings(values, column, n))
 
-        def bucket(ref: str, edges: Sequence[float]) -> list[str]:
+        def bucket(ref: str, edges: Sequence[float]) -> tuple[np.ndarray, list[str]]:
             column = next((c for c in self.columns if c.ref == ref), Column(ref, "numeric", 0.0))
-            return [str(b) for b in np.digitize(self._floats(values, column, n), edges)]
+            codes = np.digitize(self._floats(values, column, n), edges)
+            return codes.astype(np.int64), [str(b) for b in range(len(edges) + 1)]
 
         category = text(CATEGORY)
+        engagement = text(ENGAGEMENT)
         parts = {
-            "cat": category,
-            "cat_x_aff": [f"{c}|{a}" for c, a in zip(category, bucket(AFFINITY, (1e-9, 0.05, 0.1, 0.2, 0.35)))],
-            "dev_x_cat": [f"{d}|{c}" for d, c in zip(text(DEVICE), category)],
-            "eng_x_cat": [f"{e}|{c}" for e, c in zip(text(ENGAGEMENT), category)],
-            "hour_x_cat": [f"{h}|{c}" for h, c in zip(bucket(HOUR, (6, 12, 18)), category)],
-            "wkd_x_cat": [f"{w}|{c}" for w, c in zip(text(WEEKEND), category)],
-            "pop_x_eng": [f"{p}|{e}" for p, e in zip(bucket(ITEM_30D, (1, 3, 10, 30)), text(ENGAGEMENT))],
+            "cat": (category, None),
+            "cat_x_aff": (category, bucket(AFFINITY, (1e-9, 0.05, 0.1, 0.2, 0.35))),
+            "dev_x_cat": (text(DEVICE), category),
+            "eng_x_cat": (engagement, category),
+            "hour_x_cat": (bucket(HOUR, (6, 12, 18)), category),
+            "wkd_x_cat": (text(WEEKEND), category),
+            "pop_x_eng": (bucket(ITEM_30D, (1, 3, 10, 30)), engagement),
         }
         out = np.zeros((n, len(parts)), dtype=np.int64)
-        for j, (name, keys) in enumerate(parts.items()):
-            out[:, j] = [zlib.crc32(f"{name}={k}".encode()) % self.wide_buckets for k in keys]
+        for j, (name, (first, second)) in enumerate(parts.items()):
+            out[:, j] = self._hashed(name, first, second)
         return out
+
+    def _hashed(self, name: str, first: tuple[np.ndarray, list[str]],
+                second: tuple[np.ndarray, list[str]] | None) -> np.ndarray:
+        """crc32(`name=a|b`) % buckets per row, computed once per distinct (a, b)."""
+        codes, labels = first
+        if second is None:
+            keys = [f"{name}={a}" for a in labels]
+            return np.array([zlib.crc32(k.encode()) % self.wide_buckets for k in keys], dtype=np.int64)[codes] \
+                if len(codes) else np.zeros(0, dtype=np.int64)
+        other_codes, other_labels = second
+        pairs = codes * len(other_labels) + other_codes
+        distinct, inverse = np.unique(pairs, return_inverse=True)
+        width = len(other_labels)
+        hashed = np.array([zlib.crc32(f"{name}={labels[p // width]}|{other_labels[p % width]}".encode())
+                           % self.wide_buckets for p in distinct.tolist()], dtype=np.int64)
+        return hashed[inverse.reshape(-1)] if len(pairs) else np.zeros(0, dtype=np.int64)
 
     def state(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "columns"},
@@ -183,6 +205,13 @@ class FeatureEncoder:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FeatureEncoder:
         return cls(**{**state, "columns": [Column(**c) for c in state["columns"]]})
+
+
+def _distinct(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(a code per value, the distinct values in order of appearance)."""
+    seen: dict[str, int] = {}
+    codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values), dtype=np.int64, count=len(values))
+    return codes, list(seen)
 
 
 def _as_dict(features: dict[str, Sequence[Any]] | pd.DataFrame) -> dict[str, Sequence[Any]]:

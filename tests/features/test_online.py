@@ -82,3 +82,16 @@ def test_unknown_service_and_entities_are_clear_errors(served: Settings) -> None
         fast.get("u1", ["i1"], {"request_time": NOW})
     with pytest.raises(InvalidInputError, match="unknown \\['customer_id'\\]"):
         fast.get("u1", ["i1"], {"request_time": NOW, "device": "web", "customer_id": "c"})
+
+
+@pytest.mark.parametrize("at", [NOW, NOW.replace(tzinfo=None) + timedelta(microseconds=123_457),
+                                NOW + timedelta(days=800, seconds=1, microseconds=5)])
+@pytest.mark.parametrize("device", ["Android", "TV", "fridge", ""])
+def test_request_time_twins_give_the_definitions_values(served: Settings, at: Any, device: str) -> None:
+    """The on-demand views' twins (no pandas) answer exactly what their Feast functions answer."""
+    store = open_feature_store(served)
+    twins, functions = FastOnlineFeatures(store, "ranker_v1"), FastOnlineFeatures(store, "ranker_v1", twins=False)
+    items = ["i3", "i0", "unknown", "i4", "old", "i39", "i3"]
+    for user in ("u1", "u2", "nobody"):
+        request = {"request_time": at, "device": device}
+        assert twins.get(user, items, request) == functions.get(user, items, request)

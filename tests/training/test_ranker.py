@@ -138,3 +138,41 @@ def test_a_saved_ranker_keeps_a_sample_of_its_training_rows_for_drift(trained: T
     assert path is not None
     features = reference_features(path)
     assert len(features) == 50 and "item_features__interactions_30d" in features.columns
+
+
+def test_wide_crosses_are_the_hash_of_each_rows_key() -> None:
+    """The crosses, hashed once per distinct pair, equal crc32 of each row's `name=a|b` key (the definition),
+    missing values and columns the layout lacks (device, weekend) included."""
+    import zlib
+
+    frame = planted(lists=3, depth=50, seed=3)
+    layout = serving_layout(frame)
+    layout["item_features__category"][:5] = [None] * 5
+    layout["user_item_features__user_category_affinity"][5:9] = [None, 0.05, 0.35, 1e-9]
+    encoder = FeatureEncoder(COLUMNS)
+    got = encoder._crosses(layout, len(frame))
+
+    def text(ref: str, default: str) -> list[str]:
+        raw = layout.get(ref)
+        return [default] * len(frame) if raw is None else [default if v is None else str(v) for v in raw]
+
+    def bucket(ref: str, edges: tuple[float, ...]) -> list[str]:
+        raw = np.asarray([np.nan if v is None else v for v in layout[ref]], dtype=float)
+        return [str(b) for b in np.digitize(np.where(np.isfinite(raw), raw, 0.0), edges)]
+
+    cat, eng = text("item_features__category", "unknown"), text("user_features__engagement_level", "low")
+    keys = {
+        "cat": cat,
+        "cat_x_aff": [f"{c}|{a}" for c, a in zip(cat, bucket("user_item_features__user_category_affinity",
+                                                             (1e-9, 0.05, 0.1, 0.2, 0.35)))],
+        "dev_x_cat": [f"unknown|{c}" for c in cat],
+        "eng_x_cat": [f"{e}|{c}" for e, c in zip(eng, cat)],
+        "hour_x_cat": [f"{h}|{c}" for h, c in zip(bucket("request_features__hour_of_day", (6, 12, 18)), cat)],
+        "wkd_x_cat": [f"unknown|{c}" for c in cat],
+        "pop_x_eng": [f"{p}|{e}" for p, e in zip(bucket("item_features__interactions_30d", (1, 3, 10, 30)), eng)],
+    }
+    expected = np.column_stack([[zlib.crc32(f"{name}={k}".encode()) % encoder.wide_buckets for k in column]
+                                for name, column in keys.items()])
+    np.testing.assert_array_equal(got, expected)
+    assert len(np.unique(got[:, 1])) > 3  # the pairs differ: not one bucket for all
+
