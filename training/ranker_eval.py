@@ -212,7 +212,7 @@ def publish_ranker(ranked: RankedCandidates, lake_root: Path, out_dir: Path, hom
     return run
 
 
-def ranker_record(ranked: RankedCandidates, run: RankerRun, metrics_file: Path) -> RunRecord:
+def ranker_record(ranked: RankedCandidates, run: RankerRun, metrics_file: Path | None = None) -> RunRecord:
     """The published ranker's run: its evaluation and training config, hold-out metrics, best epoch, one
     curve per ensemble member and quantity (train and validation loss, validation AUC, by epoch)."""
     assert ranked.trained is not None and ranked.data_window is not None, "fit first"
@@ -224,5 +224,5 @@ def ranker_record(ranked: RankedCandidates, run: RankerRun, metrics_file: Path) 
     start, end = (t.to_pydatetime() for t in ranked.data_window)
     return RunRecord(kind="ranker", version=run.tag.partition(":")[2], serving_ref=run.tag,
                      params=asdict(ranked.config), metrics={**run.metrics, "best_epoch": ranked.trained.best_epoch},
-                     curves=curves, first_step=1, artifacts=[run.curve, metrics_file], data_start=start,
-                     data_end=end)
+                     curves=curves, first_step=1, artifacts=[p for p in (run.curve, metrics_file) if p is not None],
+                     data_start=start, data_end=end)

@@ -99,6 +99,29 @@ def track(settings: Settings, record: RunRecord, progress: Callable[[str], None]
     return Tracked(run_id, number)
 
 
+def annotate(settings: Settings, tracked: Tracked, kind: str, metrics: Mapping[str, float] | None = None,
+             tags: Mapping[str, str] | None = None, progress: Callable[[str], None] = print) -> bool:
+    """Add what was learnt after the run (the gate's offline metrics, its verdict, a release state) to the
+    run's metrics and to its registered version's tags; never raises. False when it could not."""
+    if not settings.tracking.enabled:
+        return False
+    try:
+        from mlflow.entities import Metric
+
+        with _client(settings) as client:
+            now = int(time.time() * 1000)
+            client.log_batch(tracked.run_id, metrics=[Metric(_key(k), float(v), now, 0)
+                                                      for k, v in (metrics or {}).items()])
+            for key, value in (tags or {}).items():
+                client.set_tag(tracked.run_id, key, value)
+                if tracked.model_version is not None:
+                    client.set_model_version_tag(kind, tracked.model_version, key, value)
+    except Exception as exc:  # as in `track`
+        _report(progress, f"run {tracked.run_id} not annotated", exc)
+        return False
+    return True
+
+
 def log_run(settings: Settings, record: RunRecord) -> str:
     """Record one finished run (parameters, metrics, curves, artifacts, tags); returns its run id."""
     from mlflow.entities import Metric, Param

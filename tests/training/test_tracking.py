@@ -16,6 +16,7 @@ from recsys.settings import Settings
 from training.tracking import (
     MAX_CURVE_POINTS,
     RunRecord,
+    annotate,
     candidate_record,
     list_versions,
     runs_frame,
@@ -58,9 +59,12 @@ def test_a_run_reads_back_with_params_metrics_curves_artifacts_and_its_version(s
     assert len(loss) <= MAX_CURVE_POINTS and loss[0].value > loss[-1].value and loss[-1].step == 2500
     assert {a.path for a in client.list_artifacts(tracked.run_id)} == {"curve.png", "report"}
     assert [a.path for a in client.list_artifacts(tracked.run_id, "report")] == ["report/metrics.json"]
+    assert annotate(settings, tracked, "ranker", metrics={"gate_ndcg@10": 0.3}, tags={"state": "serving"},
+                    progress=messages.append)
     [version] = list_versions(settings, "ranker")
     assert (version.version, version.run_id, version.serving_ref) == ("1", tracked.run_id, "ranker:v1")
-    assert version.metrics["ndcg_at_10"] == 0.25
+    assert version.metrics["ndcg_at_10"] == 0.25 and version.metrics["gate_ndcg_at_10"] == 0.3
+    assert version.tags["state"] == "serving"
     frame = runs_frame(settings, kind="ranker")
     assert list(frame["run_id"]) == [tracked.run_id] and frame["metrics.auc"].iloc[0] == 0.7
     assert any(tracked.run_id in m for m in messages)
