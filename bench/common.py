@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,43 @@ def synthetic(config: SyntheticConfig) -> Path:
     return folder
 
 
-def record(name: str, figures: dict[str, Any]) -> None:
+def machine() -> dict[str, Any]:
+    """The measuring machine: cores, CPU model, memory, OS and Python (what a figure depends on)."""
+    found: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "system": f"{platform.system()} {platform.release()} {platform.machine()}"}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        found["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                            if line.startswith("model name"))
+        meminfo = Path("/proc/meminfo").read_text().split()
+        found["memory_gib"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return found
+
+
+def git_commit() -> dict[str, Any]:
+    """HEAD of the checkout measured and whether tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def record(name: str, figures: dict[str, Any], path: Path | None = None) -> None:
+    """Write `figures` with the date, machine and git commit to `path` (default bench/results/<name>.json)."""
     RESULTS.mkdir(exist_ok=True)
     payload = {
         "benchmark": name,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
+        "git": git_commit(),
         **figures,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    target = path or RESULTS / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))

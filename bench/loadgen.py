@@ -5,8 +5,10 @@
 * `open_loop(url, rate, seconds)` sends requests at a fixed rate whatever the server does (what "p99 at
   100 requests per second" means) over keep-alive connections, and times each request from the moment it
   was due, so a stalled server is charged for the requests queued behind the stall (no coordinated
-  omission). It is Python on the same two cores as the server: fine at hundreds of requests per second,
-  not a throughput tool.
+  omission). Targets are cycled, or drawn at random (`seed`); `classify` labels each answer from its status
+  and body (e.g. its degradation rung) and the result counts the labels and gives percentiles per label.
+  It is Python on the same two cores as the server: fine at hundreds of requests per second, not a
+  throughput tool; `send_lag_ms` says how late it sent (the generator itself falling behind).
 * `served(command, port)` starts a server, waits until it answers and stops it (its process group) after.
 """
 
@@ -20,7 +22,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +66,8 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
-    async def exchange(self, request: bytes) -> int:
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request, read its answer: (status, body); bodies need a Content-Length (no chunking)."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -73,9 +76,8 @@ class _Connection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        if length:
-            await self.reader.readexactly(length)
-        return status
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
 
 
 def _request_bytes(url: str, method: str, body: dict[str, Any] | None,
@@ -90,31 +92,44 @@ def _request_bytes(url: str, method: str, body: dict[str, Any] | None,
     return parts.hostname or "127.0.0.1", parts.port or 80, (head + "\r\n").encode() + payload
 
 
+#: `classify(status, body)`: a label for the answer (e.g. its degradation rung), None for no label.
+Classify = Callable[[int, bytes], str | None]
+
+
 async def _open_loop(urls: Sequence[str], rate: float, seconds: float, method: str,
-                     bodies: Sequence[dict[str, Any]] | None, headers: dict[str, str]) -> dict[str, Any]:
+                     bodies: Sequence[dict[str, Any]] | None, headers: dict[str, str], seed: int | None,
+                     classify: Classify | None, timeout_s: float) -> dict[str, Any]:
     count = max(len(urls), len(bodies or ()))
     requests = [_request_bytes(urls[i % len(urls)], method, bodies[i % len(bodies)] if bodies else None, headers)
                 for i in range(count)]
     host, port, _ = requests[0]
+    total = int(rate * seconds)
+    order = (np.random.default_rng(seed).integers(0, count, total) if seed is not None
+             else np.arange(total) % count)
     idle: list[_Connection] = []
     latencies: list[float] = []
+    labels: list[str | None] = []
     statuses: dict[int, int] = {}
-    errors = 0
+    errors = timeouts = 0
+    lag_ms = 0.0
 
     async def one(due: float, request: bytes) -> None:
-        nonlocal errors
-        connection = idle.pop() if idle else _Connection(*await asyncio.open_connection(host, port))
+        nonlocal errors, timeouts
+        connection = None
         try:
-            status = await connection.exchange(request)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+            connection = idle.pop() if idle else _Connection(*await asyncio.open_connection(host, port))
+            status, body = await asyncio.wait_for(connection.exchange(request), timeout_s)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             errors += 1
-            connection.writer.close()
+            timeouts += isinstance(exc, TimeoutError)
+            if connection is not None:
+                connection.writer.close()
             return
         latencies.append((time.perf_counter() - due) * 1e3)
         statuses[status] = statuses.get(status, 0) + 1
+        labels.append(classify(status, body) if classify is not None else None)
         idle.append(connection)
 
-    total = int(rate * seconds)
     start = time.perf_counter() + 0.05
     tasks = []
     for i in range(total):
@@ -122,20 +137,40 @@ async def _open_loop(urls: Sequence[str], rate: float, seconds: float, method: s
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(due, requests[i % len(requests)][2])))
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 120)
+        else:
+            lag_ms = max(lag_ms, -delay * 1e3)
+        tasks.append(asyncio.ensure_future(one(due, requests[int(order[i])][2])))
+    sent = time.perf_counter() - start
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + timeout_s + 60)
     elapsed = time.perf_counter() - start
     for connection in idle:
         connection.writer.close()
-    return {"rate": rate, "requests": total, "seconds": round(elapsed, 3), "rps": round(len(latencies) / elapsed, 1),
-            "errors": errors, "statuses": {str(k): v for k, v in sorted(statuses.items())}, **percentiles(latencies)}
+    result: dict[str, Any] = {
+        "rate": rate, "requests": total, "targets": count, "draw": "cycle" if seed is None else f"random, seed {seed}",
+        "seconds": round(elapsed, 3), "sent_rps": round(total / max(sent, 1e-9), 1),
+        "send_lag_ms": round(lag_ms, 3), "rps": round(len(latencies) / elapsed, 1),
+        "errors": errors, "timeouts": timeouts, "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        **percentiles(latencies)}
+    if classify is not None:
+        by_label: dict[str, list[float]] = {}
+        for label, latency in zip(labels, latencies, strict=True):
+            by_label.setdefault(str(label), []).append(latency)
+        result["answers"] = {label: len(values) for label, values in sorted(by_label.items())}
+        result["by_answer"] = {label: percentiles(values) for label, values in sorted(by_label.items())}
+    return result
 
 
 def open_loop(urls: str | Sequence[str], rate: float, seconds: float, method: str = "GET",
-              bodies: Sequence[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Fixed-rate load cycling through `urls` (and `bodies` for POSTs); latency from each request's due time."""
+              bodies: Sequence[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+              seed: int | None = None, classify: Classify | None = None,
+              timeout_s: float = 60.0) -> dict[str, Any]:
+    """Fixed-rate load over `urls` (and `bodies` for POSTs); latency from each request's due time.
+
+    Targets are cycled in order, or drawn uniformly at random when `seed` is given (the same seed, the same
+    draws). A request unanswered after `timeout_s` counts as an error (and a timeout). With `classify`, the
+    result also has `answers` ({label: count}) and `by_answer` ({label: percentiles})."""
     targets = [urls] if isinstance(urls, str) else list(urls)
-    run = _open_loop(targets, rate, seconds, method, bodies, headers or {})
+    run = _open_loop(targets, rate, seconds, method, bodies, headers or {}, seed, classify, timeout_s)
     try:
         import uvloop
 
