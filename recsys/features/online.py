@@ -167,11 +167,17 @@ class FastOnlineFeatures:
         projected = self._projected.get(view.name, [])
         ttl = view.ttl.total_seconds() if view.ttl else None
         stale = (now - stamps > ttl) if ttl else np.zeros(len(stamps), dtype=bool)
+        any_stale = bool(stale.any())
+        stale_list = stale.tolist() if any_stale else None
         for name in projected:
             column = columns[name]
             values[f"{view.name}__{name}"] = column
+            if stale_list is None and None not in column:  # the common case, at C speed
+                status[f"{view.name}__{name}"] = [PRESENT] * len(column)
+                continue
+            flags = stale_list if stale_list is not None else [False] * len(column)
             status[f"{view.name}__{name}"] = [
-                MISSING if v is None else STALE if s else PRESENT for v, s in zip(column, stale)
+                MISSING if v is None else STALE if s else PRESENT for v, s in zip(column, flags)
             ]
 
     def _on_demand(

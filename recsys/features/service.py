@@ -140,5 +140,6 @@ def fill_defaults(
     filled = dict(values)
     for spec in specs:
         column, states = values[spec.ref], status[spec.ref]
-        filled[spec.ref] = [v if s == PRESENT else spec.default for v, s in zip(column, states)]
+        if states.count(PRESENT) != len(states):  # else nothing to fill: keep the column as it is
+            filled[spec.ref] = [v if s == PRESENT else spec.default for v, s in zip(column, states)]
     return filled
