@@ -35,14 +35,14 @@ CACHE_LOOKUPS = Counter(
 DEGRADATIONS = Counter("recsys_degradations", "Answers by degradation level", ["level"], registry=REGISTRY)
 STAGE_FAILURES = Counter("recsys_stage_failures", "Stage failures by stage and reason (error, timeout)",
                          ["stage", "reason"], registry=REGISTRY)
-ADMISSIONS = Counter("recsys_admissions", "Requests by endpoint and admission-control outcome: admitted (at once or "
-                     "after a wait), queue_full or queue_timeout (both refused with 503 and Retry-After)",
-                     ["endpoint", "result"], registry=REGISTRY)
+ADMISSIONS = Counter("recsys_admissions", "Requests by kind (recommendations; events: POST /interactions and "
+                     "/feedback) and admission-control outcome: admitted (at once or after a wait), queue_full or "
+                     "queue_timeout (both refused with 503 and Retry-After)", ["kind", "result"], registry=REGISTRY)
 ADMISSION_WAIT_SECONDS = Histogram("recsys_admission_wait_seconds", "Time each admitted request waited for a slot "
-                                   "(0 when one was free)", ["endpoint"], buckets=_BUCKETS, registry=REGISTRY)
+                                   "(0 when one was free), by kind", ["kind"], buckets=_BUCKETS, registry=REGISTRY)
 BUSY_ANSWERS = Counter("recsys_busy_answers", "GET /recommendations answered from a cheap rung (precomputed, popular) "
                        "instead of the full path because the server was busy, by why: deadline (the request had "
-                       "spent its share of serving.request_budget_ms), layer1_busy (the precomputed read timed out "
+                       "waited its share of serving.request_budget_ms), layer1_busy (the precomputed read timed out "
                        "or found its threads busy)", ["reason"], registry=REGISTRY)
 EVENTS_PUBLISHED = Counter("recsys_events_published", "Events published to the bus by kind and result",
                            ["kind", "result"], registry=REGISTRY)

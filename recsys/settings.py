@@ -162,10 +162,11 @@ class ServingSettings(_Section):
                                         "a slot per worker; past it 503 with Retry-After")
     request_budget_ms: float = Field(200.0, gt=0, description="GET /recommendations' whole budget, from arrival at "
                                      "the worker; see cheap_after_share")
-    cheap_after_share: float = Field(0.5, gt=0, le=1, description="a request that has spent more than this share of "
-                                     "request_budget_ms (waiting to start, or in the lookup and precomputed read) "
-                                     "is answered from the cheapest rung that can (its precomputed list, else the "
-                                     "popular items), never from the full path")
+    cheap_after_share: float = Field(0.5, gt=0, le=1, description="a request that has waited more than this share of "
+                                     "request_budget_ms (for admission, a thread, its turn between the lookup and "
+                                     "precomputed read; time in those stages does not count) is answered from the "
+                                     "cheapest rung that can (its precomputed list, else the popular items), never "
+                                     "from the full path")
     precomputed_ttl_seconds: int = 24 * 3600
     precomputed_reads: bool = Field(True, description="answer from layer 1 (the precomputed lists) when it holds "
                                     "the user; False: every request takes the full path (benchmarks of it, the "

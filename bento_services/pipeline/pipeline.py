@@ -15,8 +15,8 @@ categories, then the popular ones, from memory.
 
 A precomputed hit for a user whose arm does not change ranking is the cached path (`cached=True`).
 
-Overload makes a request cheaper, never dearer: a request that has spent `serving.cheap_after_share` of
-`serving.request_budget_ms` before the full path (waiting to start, or in the lookup and layer-1 read), or
+Overload makes a request cheaper, never dearer: a request that has waited `serving.cheap_after_share` of
+`serving.request_budget_ms` before the full path (to start, or between the lookup and layer-1 read), or
 whose layer-1 read timed out or found its threads busy, is answered from its precomputed list
 (`precomputed` when its arm ranks differently) or the popular items (`popular`), counted in
 `recsys_busy_answers{reason}`. A genuine miss (no list for the user) still takes the full path.
@@ -129,7 +129,7 @@ class RecommendationPipeline(TablesUpkeep):
             return self._respond(request, self._popular(request, excluded, onboarding), arm, "popular",
                                  Degradation.COLD_START, timings, started, trace)
         now_ms = int((request.at or datetime.now(UTC)).timestamp() * 1000)
-        late = self._late(request)
+        late = self._late(request, timings)
         busy = False
         if use_precomputed and self.settings.serving.precomputed_reads and (not arm.changes_ranking or late):
             cached, busy = self._layer1(request, excluded, timings)
@@ -141,7 +141,7 @@ class RecommendationPipeline(TablesUpkeep):
                                          timings, started, trace)
                 return self._respond(request, cached, arm, self.tables.version, Degradation.FULL, timings, started,
                                      trace, cached=True)
-        if busy or late or self._late(request):  # overload makes a request cheaper, never dearer
+        if busy or late or self._late(request, timings):  # overload makes a request cheaper, never dearer
             BUSY_ANSWERS.labels("layer1_busy" if busy else "deadline").inc()
             items = self._with_session(self._popular(request, excluded), activity, now_ms, request.n, excluded)
             return self._respond(request, items, arm, "popular", Degradation.POPULAR, timings, started, trace)
@@ -275,14 +275,15 @@ class RecommendationPipeline(TablesUpkeep):
                                 r.explanation_type or "popular")
                 for rank, r in enumerate(kept[:request.n], start=1)], False
 
-    def _late(self, request: RecommendationRequest) -> bool:
-        """Whether the request has spent more than `serving.cheap_after_share` of `serving.request_budget_ms`
-        since the server received it (waiting to start, or in the cheap stages): too late for the full path."""
+    def _late(self, request: RecommendationRequest, timings: dict[str, float]) -> bool:
+        """Whether the request has waited more than `serving.cheap_after_share` of `serving.request_budget_ms`
+        since the server received it (for admission, a thread, its turn between stages; the stages it ran so far,
+        each under its own budget, do not count): too late for the full path."""
         if request.received_at is None:
             return False
         serving = self.settings.serving
-        spent_ms = (time.monotonic() - request.received_at) * 1000.0
-        return spent_ms > serving.request_budget_ms * serving.cheap_after_share
+        waited_ms = (time.monotonic() - request.received_at) * 1000.0 - sum(timings.values())
+        return waited_ms > serving.request_budget_ms * serving.cheap_after_share
 
     def _read_layer1(self, user_id: str) -> list[Recommendation]:
         """The first layer that has a list; a layer that cannot answer counts as a miss."""
