@@ -207,7 +207,7 @@ class RecommendationPipeline(TablesUpkeep):
                 return fallback, self.tables.version, Degradation.PRECOMPUTED
             return self._popular(request, excluded | set(history)), "popular", Degradation.POPULAR
         scores, version, level = self._score(request, self._ranker_for(arm), candidates, vector, timings, trace)
-        sources = [main_source(c.sources) for c in candidates]
+        sources = _MainSources(candidates)
         started = time.perf_counter()
         items = self.post.apply([c.item_id for c in candidates], scores, sources, excluded | set(history),
                                 request.n, arm.diversity_boost)
@@ -414,6 +414,21 @@ class RecommendationPipeline(TablesUpkeep):
         _timed("total", started, timings)
         return RecommendationResponse(request.user_id, items, arm.name, version, level, cached, timings,
                                       trace.request_id, arm.bucket, self.tables.version, trace.features, request.at)
+
+
+class _MainSources(Sequence[str]):
+    """Each candidate's main source, worked out only for the few items post-processing keeps."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self.candidates = candidates
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [main_source(c.sources) for c in self.candidates[k]]
+        return main_source(self.candidates[k].sources)
 
 
 class _Trace:
