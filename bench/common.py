@@ -42,14 +42,15 @@ def machine() -> dict[str, Any]:
 
 
 def git_commit() -> dict[str, Any]:
-    """HEAD of the checkout measured and whether tracked files differ from it."""
+    """HEAD of the checkout measured and the tracked files that differ from it (uncommitted changes measured too)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed), "changed": changed}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "changed": None}
 
 
 def record(name: str, figures: dict[str, Any], path: Path | None = None) -> None:
