@@ -44,7 +44,7 @@ def machine() -> dict[str, Any]:
 def git_commit() -> dict[str, Any]:
     """HEAD of the checkout measured and the tracked files that differ from it (uncommitted changes measured too)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30).stdout.rstrip()
 
     try:
         changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
