@@ -1,7 +1,8 @@
 """The recommendation API as a plain FastAPI (ASGI) app; BentoML mounts it, `recsys serve` runs it.
 
 Handlers are a few lines: validation is in `schemas`, keys and rate limits in `auth`, admission control (a
-concurrency limit and a short queue per kind of request, then 503) in `admission`, publishing in `bus`, and
+concurrency limit and a short queue per kind of request, then 503, applied in `Edge` before any routing or
+validation, so that refusing costs next to nothing) in `admission`, publishing in `bus`, and
 every domain error becomes its HTTP status in one exception handler. Service calls and publishing, which
 wait on stores, stage timeouts and Kafka, run in the thread pool so that concurrent
 requests overlap their waits (the pipeline keeps one store connection per thread); under concurrency this
@@ -10,7 +11,7 @@ measured about 1.5x the throughput of calling the service on the event loop, for
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bento_services.api.admission import Admission
+from bento_services.api.admission import Admission, OverloadedError
 from bento_services.api.auth import API_KEY_HEADER, ApiKeyGate, ForbiddenError
 from bento_services.api.directory import UserDirectory
 from bento_services.api.items import ItemCatalog
@@ -121,7 +122,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
 
     app = FastAPI(title="recsys", version="1.0", lifespan=lifespan, summary="Recommendations, interactions "
                   "and feedback; every answer names its experiment variant, model version and degradation.")
-    app.add_middleware(Edge, max_body_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(Edge, max_body_bytes=settings.serving.max_body_bytes, gates=admission_of(settings.serving))
     app.add_exception_handler(RecsysError, _domain_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
@@ -135,7 +136,6 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
 
     guarded = [Depends(authorized)]
     max_n = settings.serving.max_n
-    admission, events = admission_of(settings.serving)
     playground = mount_playground(app, settings, service, gate)
 
     @app.get("/recommendations", response_model=RecommendationsOut, dependencies=guarded, responses=_GET_ERRORS)
@@ -170,9 +170,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
             playground.keys.check(key)
         request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id), at=as_of,
                                         variant=variant, received_at=received_at(http))
-        async with admission.slot():
-            result = await run_in_threadpool(answer, request)
-        return _recommendations(result, debug)
+        return _recommendations(await run_in_threadpool(answer, request), debug)
 
     def answer(request: RecommendationRequest) -> RecommendationResponse:
         result = service.recommend(request)
@@ -184,15 +182,13 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
               responses=_POST_ERRORS)
     async def interactions(event: InteractionIn) -> Accepted:
         """Validate one interaction and publish it to the event bus; 202 once the bus holds it."""
-        async with events.slot():
-            return await run_in_threadpool(accept, "interaction", event)
+        return await run_in_threadpool(accept, "interaction", event)
 
     @app.post("/feedback", status_code=202, response_model=Accepted, dependencies=guarded,
               responses=_POST_ERRORS)
     async def feedback(event: FeedbackIn) -> Accepted:
         """Publish explicit feedback; `not_interested` also excludes the item from the user's next answers."""
-        async with events.slot():
-            return await run_in_threadpool(accept, "feedback", event)
+        return await run_in_threadpool(accept, "feedback", event)
 
     def register(profile: UserIn) -> JSONResponse:
         if users is None:
@@ -288,11 +284,14 @@ def app_from_settings(settings: Settings, *, ranker: Ranker | None = None,
                       serving_log=open_serving_log(settings), close_on_shutdown=True)
 
 
-def admission_of(serving: ServingSettings) -> tuple[Admission, Admission]:
-    """One worker's admission control: GET /recommendations, and POST /interactions with /feedback."""
+def admission_of(serving: ServingSettings) -> dict[tuple[str, str], Admission]:
+    """One worker's admission control by (method, path): GET /recommendations; POST /interactions and /feedback
+    share one."""
     wait_s = serving.admission_queue_ms / 1000.0
-    return (Admission("recommendations", serving.admission_limit, serving.admission_queue, wait_s),
-            Admission("events", serving.events_admission_limit, serving.events_admission_queue, wait_s))
+    events = Admission("events", serving.events_admission_limit, serving.events_admission_queue, wait_s)
+    return {("GET", "/recommendations"): Admission("recommendations", serving.admission_limit,
+                                                   serving.admission_queue, wait_s),
+            ("POST", "/interactions"): events, ("POST", "/feedback"): events}
 
 
 def received_at(request: Request) -> float:
@@ -354,12 +353,15 @@ async def _server_error(_: Request, exc: Exception) -> Response:
 # -- the one middleware: metrics per endpoint and status, and the body size limit --------------------------
 
 class Edge:
-    """Pure ASGI: notes when each request came in (`received_at`), times it into REQUEST_SECONDS / REQUESTS and
-    refuses bodies over the limit (413)."""
+    """Pure ASGI: notes when each request came in (`received_at`), times it into REQUEST_SECONDS / REQUESTS,
+    admits it through its (method, path)'s `gates` (503 `overloaded` when refused) and refuses bodies over the
+    limit (413)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 gates: Mapping[tuple[str, str], Admission] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.gates = dict(gates or {})
         self._timers = {e: REQUEST_SECONDS.labels(e) for e in (*ENDPOINTS, "other")}
         self._counters: dict[tuple[str, int], Any] = {}
 
@@ -380,20 +382,35 @@ class Edge:
             await send(message)
 
         try:
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self._read_body(scope, receive)
-                if body is None:
-                    too_large = PayloadTooLargeError(f"request body over {self.max_body_bytes} bytes")
-                    await error_response(too_large)(scope, receive, send_status)
-                    return
-                receive = _replay(body, receive)
-            await self.app(scope, receive, send_status)
+            gate = self.gates.get((scope["method"], path))
+            if gate is None:
+                await self._handle(scope, receive, send_status)
+                return
+            try:
+                await gate.acquire()
+            except OverloadedError as refused:
+                await error_response(refused)(scope, receive, send_status)
+                return
+            try:
+                await self._handle(scope, receive, send_status)
+            finally:
+                gate.release()
         finally:
             self._timers[endpoint].observe(time.perf_counter() - started)
             counter = self._counters.get((endpoint, status))
             if counter is None:
                 counter = self._counters[endpoint, status] = REQUESTS.labels(endpoint, str(status))
             counter.inc()
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            body = await self._read_body(scope, receive)
+            if body is None:
+                too_large = PayloadTooLargeError(f"request body over {self.max_body_bytes} bytes")
+                await error_response(too_large)(scope, receive, send)
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it is known to be over the limit."""
