@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import typer
@@ -34,8 +36,10 @@ def run(
     from workflow.daily import run_pipeline
     from workflow.steps import parse_as_of
 
-    outcome = run_pipeline(state.settings, as_of=parse_as_of(as_of), full=full, resume=resume, import_dir=import_dir,
-                           progress=lambda message: err.print(message, markup=False, highlight=False))
+    with redirect_stdout(sys.stderr):  # what the steps' libraries print is progress too; stdout is the outcome
+        outcome = run_pipeline(state.settings, as_of=parse_as_of(as_of), full=full, resume=resume,
+                               import_dir=import_dir,
+                               progress=lambda message: err.print(message, markup=False, highlight=False))
     out.print(f"run {outcome.run_id}: {outcome.state} (manifest {outcome.manifest})")
     for reason in outcome.reasons:
         out.print(f"  - {reason}", markup=False)
