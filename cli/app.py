@@ -182,10 +182,14 @@ def build_candidates(epochs: int = typer.Option(12, help="two-tower training epo
     """Train the two-tower model, build the FAISS item index, write user vectors to the online store."""
     from embeddings.artifacts import build_candidate_artifacts
     from embeddings.train import TrainConfig
+    from training.tracking import candidate_record, track
 
-    built = build_candidate_artifacts(state.settings, TrainConfig(epochs=epochs),
+    config = TrainConfig(epochs=epochs)
+    built = build_candidate_artifacts(state.settings, config,
                                       progress=lambda message: err.print(f"[candidates] {message}"))
     out.print(f"model {built.version}: {built.items:,} items indexed, {built.users:,} user vectors -> {built.folder}")
+    track(state.settings, candidate_record(built, config),
+          progress=lambda message: err.print(f"[candidates] {message}"))
 
 
 @app.command()
@@ -249,7 +253,7 @@ def evaluate(
         from training.ranker_eval import publish_ranker
 
         run = publish_ranker(models.ranked[0], settings.lake_path, settings.data_path / "ranker",
-                             progress=lambda message: err.print(f"[ranker] {message}"))
+                             progress=lambda message: err.print(f"[ranker] {message}"), tracking=settings)
         out.print(f"saved {run.tag}: hold-out AUC {run.metrics['auc']:.4f}, NDCG@10 {run.metrics['ndcg@10']:.4f} "
                   f"(candidate order {run.metrics['candidate_ndcg@10']:.4f}); curve -> {run.curve}")
 
@@ -271,7 +275,7 @@ def train_ranker_command(
     run = train_and_save(settings.lake_path, items, open_feature_store(settings),
                          out_dir or settings.data_path / "ranker",
                          RankerEvalConfig(depth=depth, candidate_epochs=candidate_epochs),
-                         progress=lambda message: err.print(f"[ranker] {message}"))
+                         progress=lambda message: err.print(f"[ranker] {message}"), tracking=settings)
     out.print(f"saved {run.tag}: hold-out AUC {run.metrics['auc']:.4f}, NDCG@10 {run.metrics['ndcg@10']:.4f} "
               f"(candidate order {run.metrics['candidate_ndcg@10']:.4f}); curve -> {run.curve}")
 
@@ -442,6 +446,7 @@ import cli.monitor_board  # noqa: E402, F401
 import cli.monitor_drift  # noqa: E402, F401
 import cli.monitor_experiment  # noqa: E402, F401
 import cli.monitor_quality  # noqa: E402, F401
+import cli.runs  # noqa: E402, F401
 from cli.monitor import experiment, monitor  # noqa: E402 - the groups' commands register on import
 from cli.pipeline import models, pipeline  # noqa: E402
 

@@ -106,3 +106,24 @@ def test_an_unreachable_tracking_server_does_not_fail_the_caller(tmp_path: Path)
 
     assert tracked is None
     assert any("not recorded" in m for m in messages)
+
+
+def test_a_ranker_run_has_one_curve_per_member_and_quantity_by_epoch(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from training.ranker_eval import RankerEvalConfig, RankerRun, ranker_record
+
+    history = [{"member": m, "epoch": e, "train_loss": 1.0 / e, "val_loss": 2.0 / e, "val_auc": 0.5 + e / 100}
+               for m in (0, 1) for e in (1, 2, 3)]
+    ranked = SimpleNamespace(trained=SimpleNamespace(history=history, best_epoch=3), config=RankerEvalConfig(),
+                             data_window=(pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC")))
+    run = RankerRun("ranker:abc", {"auc": 0.7}, tmp_path / "ranker_curve.png")
+
+    record = ranker_record(ranked, run)  # type: ignore[arg-type]
+
+    assert (record.kind, record.version, record.serving_ref, record.first_step) == ("ranker", "abc", "ranker:abc", 1)
+    assert set(record.curves) == {f"{q}/member_{m}" for q in ("train_loss", "val_loss", "val_auc") for m in (1, 2)}
+    assert record.curves["val_loss/member_2"] == [2.0, 1.0, 2.0 / 3]
+    assert record.metrics == {"auc": 0.7, "best_epoch": 3} and record.params["train"]["members"] == 5
