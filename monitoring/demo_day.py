@@ -6,9 +6,8 @@ at the end of the data are fresh, as they would be the morning after a nightly r
 the arm `holdout` of the experiment `demo`, served the same lists in random order (`shuffle`), the other half
 in control; simulated users click by their genre taste (`monitoring.simulate.GenreAffinity`), so the
 experiment report should find the ranking's lift. Both arms take the full path (`serving.precomputed_reads` off),
-so they differ by the order alone. ml-latest-small's users are mostly years inactive by its end: their stored
-features are past the views' TTL, and those answers come from the `stale_features` rung (candidate order), in
-both arms alike. Then the nightly feature job takes the day's events into the offline tables, and drift,
+so they differ by the order alone. ml-latest-small's users are mostly years inactive by its end: they have no
+recent user row, and the ranker sees typed defaults for those values. Then the nightly feature job takes the day's events into the offline tables, and drift,
 quality, skew, the experiment and the index page are written.
 """
 

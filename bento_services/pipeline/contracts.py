@@ -17,8 +17,10 @@ class Degradation(str, Enum):  # noqa: UP042 - str mixin keeps json/format behav
     """The rung of the ladder an answer came from; `full` is no degradation.
 
     `default_features` is still ranked, on typed defaults (the online store did not answer).
-    `stale_features`: the store answered, but most of the request's stored values were missing or past
-    their TTL, inputs the ranker never trained on; the answer keeps candidate order, which is no worse.
+    `stale_features`: the online store stopped being refreshed (an item view's newest row is past its TTL
+    at the request time): the ranker would see defaults everywhere, inputs it never trained on; the answer
+    keeps candidate order, which is no worse. Single missing or old values (an item nobody touched this
+    year, a user back after a long absence) take typed defaults and are ranked, as in training.
     `candidate_scores` skips the ranker (none loaded, or it failed).
     `precomputed` is the answer when candidate generation (the ANN) failed. `popular` is the floor.
     `cold_start` is no failure: a user with nothing to personalize from yet (not in the catalog, or

@@ -44,6 +44,10 @@ class FeatureAssembler:
         values, status = self.online.get(user_id, item_ids, request)
         return fill_defaults(values, status, self.layout.specs), fresh_share(status, self.layout)
 
+    def stale(self, now: datetime) -> bool:
+        """The online store stopped being refreshed: an item view's newest row is past its TTL at `now`."""
+        return bool(self.online.stale_views(now.timestamp()))
+
     def defaults(self, user_id: str, item_ids: list[str]) -> Features:
         """The same layout with every feature at its typed default."""
         n = len(item_ids)

@@ -235,14 +235,13 @@ class RecommendationPipeline(TablesUpkeep):
         head = fused[:depth]
         level = Degradation.FULL
         now = request.at or datetime.now(UTC)
+        if assembler.stale(now):
+            return fused, self.tables.version, Degradation.STALE_FEATURES
         try:
-            features, fresh = self.runner.run("features", lambda: assembler.assemble(
+            features, _ = self.runner.run("features", lambda: assembler.assemble(
                 request.user_id, ids, request.context, now), timings)
         except StageFailed:
             features, level = assembler.defaults(request.user_id, ids), Degradation.DEFAULT_FEATURES
-        else:
-            if fresh < self.settings.serving.min_fresh_share:
-                return fused, self.tables.version, Degradation.STALE_FEATURES
         if trace is not None and trace.sampled:
             trace.features = features
         embedding = retriever.embedding_scores(vector, ids)

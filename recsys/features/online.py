@@ -23,7 +23,15 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from recsys.features.on_demand import TWINS, epoch_column
-from recsys.features.service import MISSING, PRESENT, STALE, ServiceLayout, check_entity_rows, service_layout
+from recsys.features.service import (
+    EVENT_DRIVEN_TAG,
+    MISSING,
+    PRESENT,
+    STALE,
+    ServiceLayout,
+    check_entity_rows,
+    service_layout,
+)
 from recsys.private.feast import feast_value_type_to_python_type
 
 READ_BATCH = 1_000
@@ -80,6 +88,20 @@ class FastOnlineFeatures:
             loaded += len(ids)
         self._refreshed_at = time.monotonic()
         return loaded
+
+    def stale_views(self, now: float) -> list[str]:
+        """The item views whose newest row is past the view's TTL at `now` (epoch seconds), or that hold no row:
+        an online store that stopped being refreshed. A single old item, or a user with no recent row, is not
+        that: their values take typed defaults, as in a point-in-time training row."""
+        stale = []
+        for name, table in self._item_tables.items():
+            ttl = table.view.ttl.total_seconds() if table.view.ttl else None
+            if (table.view.tags or {}).get(EVENT_DRIVEN_TAG) == "true" or ttl is None:
+                continue
+            known = table.timestamps[np.isfinite(table.timestamps)]
+            if not len(known) or now - float(known.max()) > ttl:
+                stale.append(name)
+        return stale
 
     def _is_user_view(self, view: FeatureView) -> bool:
         return [c.name for c in view.entity_columns] == ["user_id"]

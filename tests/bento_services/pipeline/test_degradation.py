@@ -84,6 +84,32 @@ def test_stale_features_keep_candidate_order_and_are_counted(world: World, tmp_p
     plain.close()
 
 
+def test_a_user_without_recent_rows_is_still_ranked(world: World, tmp_path: Path) -> None:
+    """A fresh store, but no user row for this user (back after a long absence) and half the items last
+    touched two years ago: single missing values take defaults and the answer is ranked, not `stale_features`."""
+    from datetime import UTC, datetime
+
+    from ingestion.features.materialize import materialize
+    from recsys.features.store import apply_repo, open_feature_store
+    from tests.conftest import own_feature_repo
+    from tests.features.tables import item_rows, user_rows, write_empty_extras, write_table
+
+    day = datetime.now(UTC) - timedelta(days=1)
+    settings = own_feature_repo(world.settings, tmp_path)
+    write_table(settings, "user_features", [user_rows("someone-else", day, created_timestamp=day)])
+    write_table(settings, "item_features", [
+        item_rows(str(i), day if k % 2 else day - timedelta(days=730), category=str(c), created_timestamp=day)
+        for k, (i, c) in enumerate(zip(world.items["item_id"], world.items["category"]))])
+    write_empty_extras(settings)
+    apply_repo(settings)
+    materialize(open_feature_store(settings), end=day + timedelta(seconds=1))
+    ranker = FakeRanker()
+    pipeline = build_pipeline(settings, ranker=ranker)
+    answer = ask(pipeline, world.warm_user)
+    assert answer.degradation == Degradation.FULL and ranker.calls == 1
+    pipeline.close()
+
+
 def test_ranker_raises_gives_candidate_scores(featured: Settings, world: World) -> None:
     before = failures("ranking", "error")
     pipeline = build_pipeline(featured, ranker=FakeRanker(fail="raise"))
