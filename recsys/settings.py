@@ -140,6 +140,8 @@ class ServingSettings(_Section):
         "and the ranker's feature values; empty: no playground (404)")
     rate_limit_per_second: float = Field(200.0, description="per-key token bucket refill rate")
     rate_limit_burst: int = 400
+    rate_limit_lease: int = Field(10, ge=1, description="services profile: tokens a worker takes from the shared "
+                                  "Redis bucket per round trip (a key may overshoot by workers x lease)")
     max_n: int = 200
     max_body_bytes: int = 16_384
     allow_as_of: bool = Field(False, description="GET /recommendations accepts `as_of` (answer as at that moment: "
@@ -174,8 +176,6 @@ class ServingSettings(_Section):
     embedding_cache_ttl_seconds: int = 3600
     feature_cache_ttl_seconds: int = 900
     nprobe: int = 32
-    min_fresh_share: float = Field(0.5, ge=0.0, le=1.0, description="below this share of fresh stored feature "
-                                   "values (present, within TTL) a request keeps candidate order: stale_features")
     rank_depth: int = Field(100, ge=1, description="candidates the ranker scores (in fusion order); the rest "
                             "follow in fusion order. The ranker is trained on lists this deep")
     deny_list: list[str] = Field(default_factory=list, description="item ids never recommended")

@@ -78,6 +78,7 @@ _POST_ERRORS = {**_ERRORS, 413: {"model": ErrorOut, "description": "body over th
                 503: {"model": ErrorOut, "description": "the event bus is unavailable, or the server is overloaded "
                       "(admission control); see Retry-After"}}
 _ANSWER = TypeAdapter(RecommendationResponse)
+RATE_LIMIT_TIMEOUT_S = 0.05  # a shared-bucket read past this falls back to the worker's local share
 RECEIVED_AT = "recsys_received_at"  # in the request's state: when `Edge` took it in (`time.monotonic()`)
 #: What `debug=true` adds to the body of GET /recommendations (the rest of LOG_ONLY stays in the serving log).
 DEBUG_FIELDS = frozenset({"stage_ms", "bucket", "candidates_version"})
@@ -128,7 +129,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _server_error)
     register_drift_gauge(settings)  # /metrics: the newest drift report's verdict
-    gate = ApiKeyGate(settings.serving)
+    gate = ApiKeyGate(settings.serving, shared=_rate_limit_store(settings))
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     async def authorized(key: Annotated[str | None, Security(header)]) -> None:
@@ -206,7 +207,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         very next `GET /recommendations`. Fields left out keep their stored values."""
         return await run_in_threadpool(register, profile)
 
-    admin_gate = ApiKeyGate(settings.serving, admin=True)
+    admin_gate = ApiKeyGate(settings.serving, admin=True, shared=_rate_limit_store(settings))
 
     async def admin(key: Annotated[str | None, Security(header)]) -> None:
         admin_gate.check(key)
@@ -444,3 +445,12 @@ def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+def _rate_limit_store(settings: Settings) -> Any:
+    """Redis for the per-key buckets every worker shares (`services`); None: in-process buckets (`local`)."""
+    if settings.profile != "services":
+        return None
+    from recsys.stores.redis_client import fail_fast_client
+
+    return fail_fast_client(settings.redis, RATE_LIMIT_TIMEOUT_S)
