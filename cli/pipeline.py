@@ -63,7 +63,8 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="one JSON do
     for column in ("kind", "version", "state", "data window", "created", "metrics"):
         table.add_column(column)
     for model in found:
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in model.metrics.items() if k != "users")
+        shown = [(k, v) for k, v in model.metrics.items() if k not in ("users", "lists", "rows")][:4]  # --json: all
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in shown)
         window = f"{(model.data_start or '?')[:10]} .. {(model.data_end or '?')[:10]}"
         table.add_row(model.kind, model.version, model.state, window, (model.created_at or "")[:19], metrics)
     out.print(table)
