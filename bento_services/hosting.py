@@ -26,7 +26,7 @@ from typing import Any
 
 from prometheus_client.core import HistogramMetricFamily
 
-from bento_services.metrics import REGISTRY
+from bento_services.metrics import register_scrape_time
 from recsys.private.bentoml import traffic
 
 TIMEOUT_S = 10.0  # whole-request ceiling; the pipeline's own stage timeouts are far shorter
@@ -160,7 +160,7 @@ class GcPauses:
 
 
 _GC_PAUSES = GcPauses()
-REGISTRY.register(_GC_PAUSES)  # type: ignore[arg-type]  # a custom collector: `collect` is all it needs
+register_scrape_time(_GC_PAUSES)  # type: ignore[arg-type]  # a custom collector: `collect` is all it needs
 
 
 def export_gc_pauses() -> None:

@@ -1,16 +1,24 @@
-"""Prometheus metrics of the recommendation API, in a registry of our own (served at `/metrics`)."""
+"""Prometheus metrics of the recommendation API, in a registry of our own (served at `/metrics`).
+
+Under BentoML every API worker is a process of its own and prometheus_client keeps each worker's counters and
+histograms in files under `PROMETHEUS_MULTIPROC_DIR` (BentoML sets it): `exposition()` sums them over every
+worker, so `/metrics` is whole whichever worker answers the scrape. Collectors computed at scrape time
+(`register_scrape_time`: the drift verdict, the collector pauses of the answering worker) are added to it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from recsys.settings import Settings
@@ -50,6 +58,29 @@ EVENTS_PUBLISHED = Counter("recsys_events_published", "Events published to the b
 SERVING_LOG = Counter("recsys_serving_log_records", "Serving-log records by result: written (to Kafka or the lake), "
                       "dropped (the buffer was full: the sink is down or slow), failed (a write that raised)",
                       ["result"], registry=REGISTRY)
+
+
+_SCRAPE_TIME: list[Collector] = []
+
+
+def register_scrape_time(collector: Collector) -> None:
+    """A collector that computes its values when scraped (not a multiprocess metric): served by `exposition`."""
+    if collector not in _SCRAPE_TIME:
+        _SCRAPE_TIME.append(collector)
+        REGISTRY.register(collector)
+
+
+def exposition() -> bytes:
+    """The text `/metrics` serves: every worker's metrics summed when running under BentoML's workers
+    (`PROMETHEUS_MULTIPROC_DIR` set), this process's registry otherwise."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder or not os.path.isdir(folder):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, folder)
+    for collector in _SCRAPE_TIME:
+        registry.register(collector)
+    return generate_latest(registry)
 
 
 def count_published(kind: str, result: str) -> None:
@@ -125,7 +156,7 @@ def register_drift_gauge(settings: Settings) -> DriftCollector:
     global _drift
     if _drift is None:
         _drift = DriftCollector(settings.reports_path)
-        REGISTRY.register(_drift)
+        register_scrape_time(_drift)
     else:
         _drift.reports_path = settings.reports_path
     return _drift

@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -49,7 +49,7 @@ from bento_services.api.schemas import (
     UserIn,
     UserOut,
 )
-from bento_services.metrics import REGISTRY, REQUEST_SECONDS, REQUESTS, count_published, register_drift_gauge
+from bento_services.metrics import REQUEST_SECONDS, REQUESTS, count_published, exposition, register_drift_gauge
 from bento_services.pipeline.contracts import (
     LOG_ONLY,
     Ranker,
@@ -254,7 +254,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
