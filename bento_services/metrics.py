@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -74,7 +74,9 @@ def exposition() -> bytes:
     """The text `/metrics` serves: every worker's metrics summed when running under BentoML's workers
     (`PROMETHEUS_MULTIPROC_DIR` set), this process's registry otherwise."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder or not os.path.isdir(folder):
+    # The values are in files only when the variable was set before prometheus_client was imported (BentoML's
+    # workers); Feast sets it on import too, for its own metrics, which leaves ours in memory.
+    if values.ValueClass is values.MutexValue or not folder or not os.path.isdir(folder):
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, folder)

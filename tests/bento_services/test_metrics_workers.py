@@ -41,6 +41,8 @@ def test_every_workers_counts_are_summed(tmp_path: Path) -> None:
     assert "recsys_gc_pause_seconds_count" in scraped  # computed at scrape time, by the answering worker
 
 
-def test_a_single_process_serves_its_own_registry() -> None:
-    scraped = run(WORKER.format(count=2) + SCRAPE, None)
+def test_a_single_process_serves_its_own_registry(tmp_path: Path) -> None:
+    """Also when the variable appears after start (Feast sets it on import, for its own metrics)."""
+    late = f"import os\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(tmp_path)!r}\n"
+    scraped = run(WORKER.format(count=2) + late + SCRAPE, None)
     assert 'recsys_requests_total{endpoint="/recommendations",status="200"} 2.0' in scraped
