@@ -185,6 +185,8 @@ class ServingSettings(_Section):
     publish_timeout_ms: float = 2_000.0
     new_items_poll_seconds: float = Field(60.0, gt=0, description="how often serving reads the items created or "
                                           "updated in the catalog and swaps them into its in-memory tables")
+    release_poll_seconds: float = Field(60.0, gt=0, description="how often serving reads models/RELEASE.json (or "
+                                        "models/CURRENT without one) and loads a new stable or canary version")
 
 
 class StreamingSettings(_Section):
@@ -301,6 +303,16 @@ class PipelineSettings(_Section):
                                          "lists come from")
     precompute_k: int = Field(100, ge=1, description="list length precomputed per active user after publication")
     drift: bool = Field(True, description="end with the drift report (`recsys monitor drift`)")
+    canary_share: int = Field(0, ge=0, le=100, description="percent of users a passing version goes to first "
+                              "(a canary beside the stable version); 0: it replaces the stable version at once")
+    guardrail_window_minutes: float = Field(30.0, gt=0, description="`recsys release check` compares the canary "
+                                            "with stable on the serving log of this many recent minutes")
+    guardrail_min_requests: int = Field(200, ge=1, description="answers each version needs in the window before a "
+                                        "check judges (promotes, or rolls back on a breach); fewer: it holds")
+    guardrail_degraded_increase: float = Field(0.02, ge=0, le=1, description="the canary's degraded share (answers "
+                                               "below `full`, cold start aside) may exceed stable's by this much")
+    guardrail_p99_ratio: float = Field(1.5, ge=1, description="the canary's p99 latency may be this multiple of "
+                                       "stable's")
 
 
 class TrackingSettings(_Section):

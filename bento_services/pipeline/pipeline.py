@@ -48,16 +48,15 @@ from bento_services.pipeline.contracts import (
     RecommendationResponse,
     RecommendedItem,
 )
+from bento_services.pipeline.deployments import Rollout, deployment_of
 from bento_services.pipeline.features import FeatureAssembler, open_assembler, service_of
-from bento_services.pipeline.postprocess import PostProcessor, main_source
+from bento_services.pipeline.postprocess import main_source
 from bento_services.pipeline.retrieve import (
-    Retriever,
     ServingTables,
     current_folder,
     load_serving_tables,
 )
 from bento_services.pipeline.score import below_ranked, candidate_scores, rank_scores
-from bento_services.pipeline.session import LiveSession
 from bento_services.pipeline.stages import BUSY_REASONS, StageFailed, StageRunner
 from bento_services.pipeline.upkeep import TablesUpkeep
 from recsys.backends import (
@@ -88,11 +87,10 @@ class RecommendationPipeline(TablesUpkeep):
 
     def __init__(self, settings: Settings, tables: ServingTables, ranker: Ranker | None,
                  assembler: FeatureAssembler | None, variant_rankers: Mapping[str, Ranker] | None = None) -> None:
-        self.settings, self.tables, self.ranker, self.assembler = settings, tables, ranker, assembler
+        self.settings, self.assembler = settings, assembler
+        self.rollout = Rollout(deployment_of(settings, tables, ranker))  # the deployments served (`TablesUpkeep`)
         self.variant_rankers = dict(variant_rankers or {})
         serving = settings.serving
-        self.retriever = Retriever(tables.tables, serving.nprobe) if tables.tables is not None else None
-        self.post = PostProcessor(tables.attributes, serving)
         self._stop = threading.Event()
         self.runner = StageRunner(serving.stage_timeout_ms)
         self.catalog: Connection[CatalogStore] = Connection("catalog", lambda: open_catalog(settings))
@@ -103,7 +101,6 @@ class RecommendationPipeline(TablesUpkeep):
                                                                  lambda: open_exclusions(settings))
         self.sessions: Connection[ActivityStore] = Connection("session store",
                                                               lambda: open_activity(settings, "session"))
-        self.live = LiveSession(tables.tables.neighbours if tables.tables is not None else None, settings.streaming)
         self.embeddings = EmbeddingCache(self.vectors.store, serving.embedding_cache_ttl_seconds)
         self.layer1: list[PrecomputedStore] = open_precomputed(settings, self.catalog.store)
         # The new-items watch: one swap of the tables at a time (it and `refresh`), where it stopped reading, the
@@ -116,7 +113,11 @@ class RecommendationPipeline(TablesUpkeep):
 
     # -- the service ------------------------------------------------------------------------------------
     def recommend(self, request: RecommendationRequest, use_precomputed: bool = True) -> RecommendationResponse:
-        """Always answers; a new user (see `_is_new`) gets the cold-start rung, never an error."""
+        """Always answers; a new user (see `_is_new`) gets the cold-start rung, never an error. The whole request
+        runs on the deployment it got at its start (`pinned`); a canary's users skip layer 1 (stable's lists)."""
+        if not self._pinned:
+            pinned = self.pinned(request.user_id)
+            return pinned.recommend(request, use_precomputed and not pinned.on_canary)
         started = time.perf_counter()
         timings: dict[str, float] = {}
         experiments = self.settings.serving.experiments

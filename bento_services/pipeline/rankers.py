@@ -7,13 +7,16 @@ from pathlib import Path
 
 from bento_services.pipeline.contracts import Ranker
 from bento_services.pipeline.pipeline import RecommendationPipeline, build_pipeline
+from bento_services.pipeline.retrieve import current_folder
+from recsys.release import read_release
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def load_rankers(settings: Settings, home: Path | None = None) -> tuple[Ranker | None, dict[str, Ranker]]:
-    """(`ranker:latest` or None when the store has none, {version: ranker} for the experiments' versions).
+    """(the release's stable ranker (`recsys.release`; without a release record `ranker:latest`) or None when the
+    store has none, {version: ranker} for the experiments' versions).
 
     Sets torch to one intra-op thread for this process: a request scores one list of ~1,000 rows,
     where a second thread only adds spin-waits (measured on 2 busy cores: 119 ms with 2 threads,
@@ -25,9 +28,11 @@ def load_rankers(settings: Settings, home: Path | None = None) -> tuple[Ranker |
 
     torch.set_num_threads(1)
 
+    release = read_release(settings.data_path)
+    stable = release.stable.ranker if release is not None and release.stable.ranker else "latest"
     default: Ranker | None
     try:
-        default = load_ranker(f"{MODEL_NAME}:latest", home)
+        default = load_ranker(f"{MODEL_NAME}:{stable}", home)
     except Exception as exc:  # noqa: BLE001 - no trained ranker yet: serve by candidate scores
         log.warning("no ranker in the model store (%r): answers are ordered by candidate scores", exc)
         default = None
@@ -44,6 +49,8 @@ def load_rankers(settings: Settings, home: Path | None = None) -> tuple[Ranker |
 
 
 def build_serving_pipeline(settings: Settings, home: Path | None = None) -> RecommendationPipeline:
-    """`build_pipeline` with the rankers of the model store (none yet: answers ordered by candidate scores)."""
+    """`build_pipeline` with the rankers of the model store (none yet: answers ordered by candidate scores), on the
+    stable version alone (`models/CURRENT`, not followed): what batch jobs such as the precompute job compute with,
+    never a canary's lists."""
     ranker, variants = load_rankers(settings, home)
-    return build_pipeline(settings, ranker=ranker, variant_rankers=variants)
+    return build_pipeline(settings, candidates_dir=current_folder(settings), ranker=ranker, variant_rankers=variants)
