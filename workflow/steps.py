@@ -21,6 +21,7 @@ import pandas as pd
 
 from recsys.backends import open_catalog, open_interactions, open_lake
 from recsys.errors import InvalidInputError
+from recsys.settings import Settings
 from workflow.runner import Rejected, RunContext, Step, StepResult
 
 RUN_STORE = "bentoml"  # the run's own BentoML home: its ranker waits there until publication
@@ -161,7 +162,7 @@ def evaluate_step(context: RunContext) -> StepResult:
                               "popularity": popularity(before, held, config.k), "serving": None}
     serving_folder = current_folder(settings)
     if serving_folder is not None and serving_folder.is_dir():
-        serving_ranker = _serving_ranker()
+        serving_ranker = _serving_ranker(settings)
         result["serving"] = {"version": serving_folder.name,
                              "ranker": f"ranker:{serving_ranker.version}" if serving_ranker is not None else None,
                              "metrics": measure(settings, serving_folder, held, serving_ranker, config.k)}
@@ -204,13 +205,17 @@ def gate_step(context: RunContext) -> StepResult:
 
 
 def publish_step(context: RunContext) -> StepResult:
-    """The ranker into the model store (becomes `ranker:latest`), the user vectors online, then models/CURRENT."""
+    """The ranker into the model store, then the release (`workflow.release.publish`): a canary to
+    `pipeline.canary_share` percent of users beside the serving version, or with 0 the new stable version (its user
+    vectors online, models/CURRENT, the release record)."""
     import bentoml
 
-    from embeddings.artifacts import publish_candidate_artifacts
     from recsys.private.bentoml import model_store
+    from recsys.release import Version
+    from workflow.release import publish, stable_version
 
     settings = context.settings
+    serving = stable_version(settings)  # before the new ranker enters the store (it becomes ranker:latest)
     tag, home = context.output("ranker", "tag"), Path(context.output("ranker", "home"))
     exported = context.run_dir / "ranker.bentomodel"
     bentoml.models.export_model(tag, str(exported), _model_store=model_store(home))
@@ -219,11 +224,12 @@ def publish_step(context: RunContext) -> StepResult:
     except bentoml.exceptions.NotFound:
         bentoml.models.import_model(str(exported), _model_store=model_store(None))
     folder = Path(context.output("candidates", "folder"))
-    users = publish_candidate_artifacts(settings, folder,
-                                        progress=lambda message: context.progress(f"  [publish] {message}"))
-    return StepResult(outputs={"current": folder.name, "ranker": tag},
-                      versions={"candidates": folder.name, "ranker": tag.split(":", 1)[1]},
-                      metrics={"user_vectors": users})
+    version = Version(folder.name, tag.split(":", 1)[1])
+    release = publish(settings, version, settings.pipeline.canary_share, serving,
+                      progress=lambda message: context.progress(f"  [publish] {message}"))
+    state = f"canary to {release.share}% of users" if release.canary == version else "stable"
+    return StepResult(outputs={"current": release.stable.candidates, "ranker": tag, "state": state},
+                      versions={"candidates": folder.name, "ranker": version.ranker or ""}, note=state)
 
 
 def precompute_step(context: RunContext) -> StepResult:
@@ -274,11 +280,13 @@ def _run_ranker(context: RunContext) -> Any:
     return load_ranker(context.output("ranker", "tag"), Path(context.output("ranker", "home")))
 
 
-def _serving_ranker() -> Any | None:
+def _serving_ranker(settings: Settings) -> Any | None:
     from recsys.models.ranker import MODEL_NAME, load_ranker
+    from workflow.release import stable_version
 
+    stable = stable_version(settings)
     try:
-        return load_ranker(f"{MODEL_NAME}:latest")
+        return load_ranker(f"{MODEL_NAME}:{stable.ranker if stable is not None and stable.ranker else 'latest'}")
     except Exception:  # noqa: BLE001 - no ranker in service yet: its lists are in candidate order
         return None
 
