@@ -449,11 +449,13 @@ import cli.monitor_quality  # noqa: E402, F401
 import cli.runs  # noqa: E402, F401
 from cli.monitor import experiment, monitor  # noqa: E402 - the groups' commands register on import
 from cli.pipeline import models, pipeline  # noqa: E402
+from cli.release import release  # noqa: E402
 
 app.add_typer(monitor, name="monitor")
 app.add_typer(experiment, name="experiment")
 app.add_typer(pipeline, name="pipeline")
 app.add_typer(models, name="models")
+app.add_typer(release, name="release")
 
 
 def run() -> None:
