@@ -331,21 +331,27 @@ class CandidateGenerator:
         with the sources' tails (past their quotas) in their own fused order, at score 0.
         """
         quotas = self.quotas.__dict__
-        fused: dict[str, float] = defaultdict(float)
-        tail: dict[str, float] = defaultdict(float)
-        sources: dict[str, dict[str, float]] = defaultdict(dict)
-        tail_sources: dict[str, dict[str, float]] = defaultdict(dict)
+        servable = self.servable
+        fused: dict[str, float] = {}
+        tail: dict[str, float] = {}
+        sources: dict[str, dict[str, float]] = {}
+        tail_sources: dict[str, dict[str, float]] = {}
         for source, ranked in lists.items():
-            taken, weight, listed = 0, getattr(self.weights, source), set()
+            taken, weight, quota, listed = 0, getattr(self.weights, source), quotas[source], set()
             for item, score in ranked:
-                within = taken < quotas[source]
+                within = taken < quota
                 if not within and k is None:
                     break  # past the quota only the top-up reads a source, and it is not asked for
-                if item in consumed or item in listed or not self._servable(item):
+                if item in consumed or item in listed or item not in servable:
                     continue
                 listed.add(item)
-                (fused if within else tail)[item] += weight / (RRF_K + taken + 1)
-                (sources if within else tail_sources)[item].setdefault(source, float(score))
+                scores, provenance = (fused, sources) if within else (tail, tail_sources)
+                scores[item] = scores.get(item, 0.0) + weight / (RRF_K + taken + 1)
+                seen = provenance.get(item)
+                if seen is None:
+                    provenance[item] = {source: float(score)}
+                elif source not in seen:
+                    seen[source] = float(score)
                 taken += 1
         limit = k or sum(quotas.values())
         ordered = sorted(fused, key=lambda i: (-fused[i], i))[:limit]
@@ -353,10 +359,6 @@ class CandidateGenerator:
             extra = sorted((i for i in tail if i not in fused), key=lambda i: (-tail[i], i))
             ordered += extra[: limit - len(ordered)]
         return [Candidate(i, fused.get(i, 0.0), sources.get(i) or tail_sources[i]) for i in ordered]
-
-    def _servable(self, item: str) -> bool:
-        """In the catalog and active (a set lookup: the merge asks about every proposed item)."""
-        return item in self.servable
 
     def _room(self, quota: int) -> int:
         """Ask a source for more than its quota: consumed and unservable items are dropped after."""
