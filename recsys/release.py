@@ -122,4 +122,4 @@ def _plain(version: Version | None) -> dict[str, Any] | None:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
