@@ -7,8 +7,8 @@ the arm `holdout` of the experiment `demo`, served the same lists in random orde
 in control; simulated users click by their genre taste (`monitoring.simulate.GenreAffinity`), so the
 experiment report should find the ranking's lift. Both arms take the full path (`serving.precomputed_reads` off),
 so they differ by the order alone. ml-latest-small's users are mostly years inactive by its end: they have no
-recent user row, and the ranker sees typed defaults for those values. Then the nightly feature job takes the day's events into the offline tables, and drift,
-quality, skew, the experiment and the index page are written.
+recent user row, and the ranker sees typed defaults for those values. Then the nightly feature job takes the
+day's events into the offline tables, and drift, quality, skew, the experiment and the index page are written.
 """
 
 from __future__ import annotations
