@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bench.common import CACHE, RESULTS, record
 from bento_services.pipeline.batch import batch_settings
@@ -52,6 +55,7 @@ from recsys.settings import Settings
 from training import tuning
 from training.candidate_eval import MergedCandidates
 from training.evaluation import catalog_coverage, hit_matrix, ndcg_at_k, split_for
+from training.ranker_data import request_times
 from training.ranker_eval import RankedCandidates
 from training.table import TableModels
 
@@ -235,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="evaluate's seed number (models' seeds are offset by it)")
     parser.add_argument("--epochs", type=int, default=12, help="two-tower epochs (evaluate's default)")
     parser.add_argument("--users-sample", type=int, default=None, help="a seeded sample of test users (default all)")
+    parser.add_argument("--before", default=None, help="only the lake's events before this time (ISO, UTC): "
+                        "2018-09-25 keeps ml-latest-small and leaves out the demo's simulated day")
     parser.add_argument("--no-harness", action="store_true", help="skip the `candidates + ranker` row")
     parser.add_argument("--out", type=Path, default=RESULTS / "rank_depth.json")
     args = parser.parse_args(argv)
@@ -248,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if items is None:
         raise InvalidInputError("no item catalog in the lake; import data first (make demo)")
     table = open_lake(settings).interactions(columns=["user_id", "item_id", "event_time", "action_type", "value"])
+    if args.before is not None:  # e.g. ml-latest-small alone: `make demo`'s simulated day appends events after it
+        before = pd.Timestamp(args.before)
+        before = before.tz_localize("UTC") if before.tzinfo is None else before
+        table = table.filter(pc.less(table["event_time"], pa.scalar(before.to_pydatetime(),
+                                                                    table.schema.field("event_time").type)))
     train, test = split_for(table, validation=False)
     relevant = {u: set(i) for u, i in test.groupby("user_id", sort=True)["item_id"]}
     users = sorted(relevant)
@@ -255,6 +266,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         users = sorted(np.random.default_rng(0).choice(users, size=args.users_sample, replace=False).tolist())
         relevant = {u: relevant[u] for u in users}
     train_items = int(train["item_id"].nunique())
+    # Users by the quartile of their request time (1996..2018): the served world's item rows are its newest (as of
+    # the end of the training part) whatever the request time, where training's point-in-time join reads them as of
+    # it; quality by quartile shows whether the gap grows with the distance between the two.
+    at = pd.Series(request_times(train)).reindex(users)
+    quartile = pd.qcut(at.rank(method="first"), 4, labels=False).to_numpy()
+    edges = [str(at.quantile(q).date()) for q in (0.0, 0.25, 0.5, 0.75, 1.0)]
+
+    def by_quartile(values: np.ndarray) -> dict[str, float]:
+        return {f"q{q + 1} {edges[q]}..{edges[q + 1]}": round(float(values[quartile == q].mean()), 5)
+                for q in range(4)}
     log(f"split: {len(train):,} train rows, {len(test):,} test rows; {len(users)} users evaluated")
 
     # The models `recsys evaluate` builds for this seed, and the served row after them, fitted in its order.
@@ -301,8 +322,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         entries = []
         for depth in depths:
             lists, cost = measured[depth]
-            figures, _ = summary(lists, relevant, train_items, reference, args.seed)
-            entry = {"depth": "all" if depth == ALL else depth, **figures, "cost": cost}
+            figures, values = summary(lists, relevant, train_items, reference, args.seed)
+            entry = {"depth": "all" if depth == ALL else depth, **figures,
+                     "ndcg@10_by_request_quartile": by_quartile(values), "cost": cost}
             if cost.get("rows_scored"):
                 entry["rows_scored_max"] = int(max(cost["rows_scored"]["p99"], cost["rows_scored"]["mean"]))
             entries.append(entry)
@@ -319,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "script's docstring)",
             "command": "python -m bench.rank_depth " + " ".join(sys.argv[1:] if argv is None else argv),
             "split": "evaluate's temporal split of the local lake (last 20% per user); universe: items in train",
+            "events_before": args.before, "train_rows": len(train), "test_rows": len(test),
             "users": len(users), "users_sample": args.users_sample, "seed": args.seed, "k_asked": k,
             "bootstrap": f"{BOOTSTRAP} resamples of users, seeded; ci95 of the mean, and of the paired per-user "
                          "difference from depth all (same models, same users)",
@@ -340,8 +363,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     reference = measure("served", first, served_at(ranked[first]))
     lists, cost = replay(served, None, ALL, users, k)  # no ranker: the served lists in fusion order
-    figures, _ = summary(lists, relevant, train_items, reference, args.seed)
-    results["served"][FUSION] = [{"depth": 0, **figures, "cost": cost}]
+    figures, values = summary(lists, relevant, train_items, reference, args.seed)
+    results["served"][FUSION] = [{"depth": 0, **figures, "ndcg@10_by_request_quartile": by_quartile(values),
+                                  "cost": cost}]
     log(f"served, {FUSION}: NDCG@10 {figures['ndcg@10']:.4f} {figures['ndcg@10_ci95']}, vs {first} at depth all "
         f"{figures['ndcg@10_minus_all']:+.4f} {figures['ndcg@10_minus_all_ci95']}")
     write()
