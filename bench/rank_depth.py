@@ -4,8 +4,13 @@ the same fitted models at every depth.
 
 Usage (the local profile's imported ml-latest-small, as `recsys --profile local evaluate`):
 
+    .venv/bin/python -m bench.rank_depth --before 2018-09-25 --train-depths 100    # bench/results/rank_depth.json
     .venv/bin/python -m bench.rank_depth [--depths 50,100,200,400,all] [--seed 0] [--users-sample N]
-                                         [--train-depths 100,300] [--no-harness]
+                                         [--train-depths 100,300] [--before TIME] [--no-harness] [--out PATH]
+
+(`--before 2018-09-25` keeps ml-latest-small alone: after `make demo` the local lake also holds its simulated day,
+events generated from the service's own answers, which land in most users' test part. About 12 minutes on 2
+shared cores with one ranker, most of it fitting.)
 
 It does what `recsys evaluate` does for one seed, with the same objects (`training.table.TableModels` and
 `monitoring.served.with_served`) on the same temporal split: fits the merged candidates, the ranker (trained on
