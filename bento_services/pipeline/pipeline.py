@@ -156,6 +156,12 @@ class RecommendationPipeline(TablesUpkeep):
             return items
         return self.live.blend(items, activity, now_ms, n, lambda item: self.post.allowed(item, excluded), excluded)
 
+    def warm_up(self) -> None:
+        """Read a history once, outside any budget, before the first request: the first read in a process imports
+        the store's modules and opens its connection (hundreds of milliseconds on a busy machine), which left the
+        first answer after start-up without the user's history (`user_state` past its budget)."""
+        self._safe("interaction store", None, lambda: self._history("\x00warm-up"))
+
     def not_interested(self, user_id: str, item_id: str) -> None:
         """Persist the exclusion; raises StoreUnavailableError when it could not be written (never dropped)."""
         try:
@@ -494,6 +500,7 @@ def build_pipeline(settings: Settings, *, candidates_dir: Path | None = None, ra
                         service)
     assembler = open_assembler(settings, service) if ranker is not None or rankers else None
     pipeline = RecommendationPipeline(settings, tables, ranker, assembler, rankers)
+    pipeline.warm_up()
     if candidates_dir is None:
         pipeline.watch_current()
     pipeline.watch_items()
