@@ -28,9 +28,7 @@ import heapq
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bento_services.metrics import BUSY_ANSWERS, CACHE_LOOKUPS, DEGRADATIONS, STAGE_SECONDS
+from bento_services.pipeline.answers import MainSources, Trace, shuffled
 from bento_services.pipeline.assignment import Assignment, assign, forced
 from bento_services.pipeline.caches import EmbeddingCache
 from bento_services.pipeline.connections import Connection
@@ -50,7 +49,6 @@ from bento_services.pipeline.contracts import (
 )
 from bento_services.pipeline.deployments import Rollout, deployment_of
 from bento_services.pipeline.features import FeatureAssembler, open_assembler, service_of
-from bento_services.pipeline.postprocess import main_source
 from bento_services.pipeline.retrieve import (
     ServingTables,
     current_folder,
@@ -69,7 +67,7 @@ from recsys.backends import (
 )
 from recsys.errors import StoreUnavailableError
 from recsys.models.candidates import Candidate
-from recsys.serving_log import new_request_id, sampled
+from recsys.serving_log import new_request_id
 from recsys.settings import Settings
 from recsys.stores import CatalogStore, InteractionStore, UserVectorStore
 from recsys.stores.activity import Activity, ActivityStore
@@ -123,7 +121,7 @@ class RecommendationPipeline(TablesUpkeep):
         experiments = self.settings.serving.experiments
         arm = assign(request.user_id, experiments) if request.variant is None else forced(
             request.user_id, request.variant, experiments)
-        trace = _Trace(new_request_id(), self.settings.monitoring.feature_sample_rate)
+        trace = Trace(new_request_id(), self.settings.monitoring.feature_sample_rate)
         user, known, excluded, activity = self._lookup(request.user_id, timings)
         if not activity and _is_new(user, known) and (user is None or not self._has_history(request.user_id, timings)):
             onboarding = _categories(user.get("preferred_categories") if user else None)
@@ -193,7 +191,7 @@ class RecommendationPipeline(TablesUpkeep):
     # -- the ladder -------------------------------------------------------------------------------------
     def _full_path(
         self, request: RecommendationRequest, user: dict[str, Any] | None, arm: Assignment, excluded: set[str],
-        timings: dict[str, float], activity: list[Activity] | None = None, trace: _Trace | None = None,
+        timings: dict[str, float], activity: list[Activity] | None = None, trace: Trace | None = None,
     ) -> tuple[list[RecommendedItem], str, Degradation]:
         history, vector = self._user_state(request.user_id, timings)
         if activity:  # the recent events, which the interaction store may not hold yet
@@ -214,7 +212,7 @@ class RecommendationPipeline(TablesUpkeep):
                 return fallback, self.tables.version, Degradation.PRECOMPUTED
             return self._popular(request, excluded | set(history)), "popular", Degradation.POPULAR
         scores, version, level = self._score(request, self._ranker_for(arm), candidates, vector, timings, trace)
-        sources = _MainSources(candidates)
+        sources = MainSources(candidates)
         started = time.perf_counter()
         items = self.post.apply([c.item_id for c in candidates], scores, sources, excluded | set(history),
                                 request.n, arm.diversity_boost)
@@ -232,7 +230,7 @@ class RecommendationPipeline(TablesUpkeep):
 
     def _score(self, request: RecommendationRequest, ranker: Ranker | None, candidates: list[Candidate],
                vector: np.ndarray | None, timings: dict[str, float],
-               trace: _Trace | None = None) -> tuple[np.ndarray, str, Degradation]:
+               trace: Trace | None = None) -> tuple[np.ndarray, str, Degradation]:
         fused = candidate_scores(candidates)
         assembler, retriever = self.assembler, self.retriever
         if ranker is None or assembler is None or retriever is None or not candidates:
@@ -410,48 +408,16 @@ class RecommendationPipeline(TablesUpkeep):
             return default
 
     def _respond(self, request: RecommendationRequest, items: list[RecommendedItem], arm: Assignment, version: str,
-                 level: Degradation, timings: dict[str, float], started: float, trace: _Trace,
+                 level: Degradation, timings: dict[str, float], started: float, trace: Trace,
                  cached: bool = False) -> RecommendationResponse:
         if not items:
             items, version, level = self._popular(request, set()), "popular", Degradation.POPULAR
         if arm.shuffle:
-            items = _shuffled(items, trace.request_id)
+            items = shuffled(items, trace.request_id)
         DEGRADATIONS.labels(level.value).inc()
         _timed("total", started, timings)
         return RecommendationResponse(request.user_id, items, arm.name, version, level, cached, timings,
                                       trace.request_id, arm.bucket, self.tables.version, trace.features, request.at)
-
-
-class _MainSources(Sequence[str]):
-    """Each candidate's main source, worked out only for the few items post-processing keeps."""
-
-    def __init__(self, candidates: list[Candidate]) -> None:
-        self.candidates = candidates
-
-    def __len__(self) -> int:
-        return len(self.candidates)
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return [main_source(c.sources) for c in self.candidates[k]]
-        return main_source(self.candidates[k].sources)
-
-
-class _Trace:
-    """What one request leaves for the serving log: its id and, when sampled, the ranker's input."""
-
-    __slots__ = ("features", "request_id", "sampled")
-
-    def __init__(self, request_id: str, sample_rate: float) -> None:
-        self.request_id = request_id
-        self.sampled = sampled(request_id, sample_rate)
-        self.features: dict[str, list[Any]] | None = None
-
-
-def _shuffled(items: list[RecommendedItem], seed: str) -> list[RecommendedItem]:
-    """A holdout arm's answer: the same items in a random order (seeded by the request), ranks renumbered."""
-    order = np.random.default_rng(zlib.crc32(seed.encode())).permutation(len(items))
-    return [replace(items[k], rank=rank) for rank, k in enumerate(order, start=1)]
 
 
 def _timed(stage: str, started: float, timings: dict[str, float]) -> None:
