@@ -301,6 +301,9 @@ class PipelineSettings(_Section):
     epochs: int = Field(12, ge=1, description="two-tower training epochs")
     ranker_candidate_epochs: int = Field(5, ge=1, description="epochs of the candidate model the ranker's window "
                                          "lists come from")
+    ranker_epochs: int = Field(30, ge=1, description="most epochs of each ranker network (early stopping may end "
+                               "it sooner)")
+    ranker_members: int = Field(5, ge=1, description="ranker networks from different seeds, averaged")
     precompute_k: int = Field(100, ge=1, description="list length precomputed per active user after publication")
     drift: bool = Field(True, description="end with the drift report (`recsys monitor drift`)")
     canary_share: int = Field(0, ge=0, le=100, description="percent of users a passing version goes to first "

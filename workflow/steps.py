@@ -121,7 +121,7 @@ def ranker_step(context: RunContext) -> StepResult:
     day, saved in the run's own model store until publication."""
     from recsys.features.store import open_feature_store
     from training.ranker_eval import RankedCandidates, RankerEvalConfig
-    from training.ranker_train import plot_curves, save_ranker
+    from training.ranker_train import RankerTrainConfig, plot_curves, save_ranker
     from workflow.evaluate import held_out_day
 
     settings = context.settings
@@ -131,8 +131,10 @@ def ranker_step(context: RunContext) -> StepResult:
     start, frame = held_out_day(settings.lake_path, context.as_of)
     train = frame[frame["event_time"] < pd.Timestamp(start)].reset_index(drop=True)
     test = frame[frame["event_time"] >= pd.Timestamp(start)]
+    config = settings.pipeline
+    train_config = RankerTrainConfig(epochs=config.ranker_epochs, members=config.ranker_members)
     ranked = RankedCandidates(items, open_feature_store(settings),
-                              RankerEvalConfig(candidate_epochs=settings.pipeline.ranker_candidate_epochs),
+                              RankerEvalConfig(candidate_epochs=config.ranker_candidate_epochs, train=train_config),
                               progress=lambda message: context.progress(f"  [ranker] {message}"))
     ranked.fit(train)
     metrics = ranked.holdout_metrics(test)
@@ -265,10 +267,14 @@ STEPS = [Step("lake", lake_step), Step("features", features_step), Step("feast_a
          Step("precompute", precompute_step), Step("drift", drift_step, optional=True)]
 
 
+FEATURE_INPUTS = ("interactions", "catalog")  # the lake folders the Spark feature job reads
+
+
 def lake_fingerprint(lake_root: Path) -> str:
-    """A digest of every lake file's path, size and modification time: changes when any day or snapshot does."""
+    """A digest of the path, size and modification time of every file the feature job reads (interaction days,
+    catalog snapshots): changes when any of them does, not when serving appends to the serving log."""
     digest = hashlib.sha256()
-    for path in sorted(lake_root.rglob("*.parquet")):
+    for path in sorted(p for folder in FEATURE_INPUTS for p in (lake_root / folder).rglob("*.parquet")):
         stat = path.stat()
         digest.update(f"{path.relative_to(lake_root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
