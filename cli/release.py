@@ -43,7 +43,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="one JSON document
         window = settings.pipeline.guardrail_window_minutes
         for name, figures in (("stable", verdict.stable), ("canary", verdict.canary)):
             out.print(f"  {name}: {figures.requests} answers in the last {window:g} min, degraded "
-                      f"{figures.degraded_share:.1%}, p99 {figures.p99_ms:.1f} ms")
+                      f"{figures.degraded_share:.1%}, p99 {figures.p99_ms:.1f} ms of {figures.computed} computed")
         out.print(f"  guardrails: {verdict.action}" + (f" ({'; '.join(verdict.breaches)})" if verdict.breaches
                                                       else ""))
     if record.previous:

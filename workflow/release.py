@@ -7,7 +7,10 @@ the online store and `models/CURRENT` pointed at it (what batch jobs and a resta
 
 Guardrails read the serving log of the last `pipeline.guardrail_window_minutes` since the canary got its share,
 and tell the two versions apart by the answers' candidate artifact (`candidates_version`; each pipeline run builds
-its own). The serving log has no errors (the pipeline always answers): the degraded share stands for them.
+its own). The serving log has no errors (the pipeline always answers): the degraded share stands for them. Latency
+is compared like with like: answers computed for a user with history (neither layer 1, which a canary never
+uses, nor the cheap cold-start path). Stable's users mostly get precomputed lists, so when stable has too few
+computed answers to be a baseline, the canary's p99 is held to the request budget instead.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def rollback(settings: Settings, reason: str = "by command", progress: Callable[
 class Figures:
     requests: int
     degraded_share: float  # answers below `full` (cold start aside)
-    p99_ms: float  # of the answers not served from layer 1 (a canary never is)
+    p99_ms: float  # of the computed answers
+    computed: int  # answers computed for a user with history: not from layer 1 (a canary never is), not cold start
 
 
 @dataclass(frozen=True)
@@ -91,22 +95,29 @@ class Verdict:
 
 def figures(answers: pd.DataFrame) -> Figures:
     if answers.empty:
-        return Figures(0, 0.0, 0.0)
+        return Figures(0, 0.0, 0.0, 0)
     degraded = ~answers["degradation"].isin(NOT_DEGRADED)
-    live = answers.loc[~answers["cached"].fillna(False).astype(bool), "latency_ms"]
-    return Figures(len(answers), float(degraded.mean()),
-                   float(np.percentile(live, 99)) if len(live) else 0.0)
+    computed = ~answers["cached"].fillna(False).astype(bool) & (answers["degradation"] != "cold_start")
+    latency = answers.loc[computed, "latency_ms"]
+    return Figures(len(answers), float(degraded.mean()), float(np.percentile(latency, 99)) if len(latency) else 0.0,
+                   len(latency))
 
 
-def judge(stable: Figures, canary: Figures, config: PipelineSettings) -> Verdict:
-    """The canary's degraded share may exceed stable's by `guardrail_degraded_increase`, its p99 be
-    `guardrail_p99_ratio` times stable's; judged once each version has `guardrail_min_requests` answers."""
+def judge(stable: Figures, canary: Figures, config: PipelineSettings, budget_ms: float | None = None) -> Verdict:
+    """The canary's degraded share may exceed stable's by `guardrail_degraded_increase`; its p99 may be
+    `guardrail_p99_ratio` times stable's, or, while stable has fewer than `guardrail_min_requests` computed answers
+    to compare with (its users' lists come from layer 1), at most `budget_ms` (None: not judged then). Judged once
+    each version has `guardrail_min_requests` answers."""
     enough = min(stable.requests, canary.requests) >= config.guardrail_min_requests
     breaches = []
     if canary.degraded_share > stable.degraded_share + config.guardrail_degraded_increase:
         breaches.append(f"degraded share {canary.degraded_share:.1%} against stable's {stable.degraded_share:.1%}")
-    if canary.p99_ms > stable.p99_ms * config.guardrail_p99_ratio:
-        breaches.append(f"p99 {canary.p99_ms:.1f} ms against stable's {stable.p99_ms:.1f} ms")
+    if stable.computed >= config.guardrail_min_requests:
+        if canary.p99_ms > stable.p99_ms * config.guardrail_p99_ratio:
+            breaches.append(f"p99 {canary.p99_ms:.1f} ms against stable's {stable.p99_ms:.1f} ms")
+    elif budget_ms is not None and canary.p99_ms > budget_ms:
+        breaches.append(f"p99 {canary.p99_ms:.1f} ms over the request budget of {budget_ms:.0f} ms (stable computed "
+                        f"{stable.computed} answers, too few to compare with)")
     return Verdict(stable, canary, breaches, enough)
 
 
@@ -122,7 +133,8 @@ def guardrails(settings: Settings, release: Release, now: datetime | None = None
                                columns=["candidates_version", "degradation", "cached", "latency_ms"])
     by_version = answers["candidates_version"]
     return judge(figures(answers[by_version == release.stable.candidates]),
-                 figures(answers[by_version == release.canary.candidates]), settings.pipeline)
+                 figures(answers[by_version == release.canary.candidates]), settings.pipeline,
+                 settings.serving.request_budget_ms)
 
 
 def check(settings: Settings, now: datetime | None = None,

@@ -4,10 +4,12 @@ roll back from the serving log."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys import serving_log
@@ -17,7 +19,7 @@ from recsys.release import Release, Version, read_release, release_path, write_r
 from recsys.settings import Settings
 from tests.conftest import make_settings
 from workflow.registry import candidate_versions
-from workflow.release import Figures, check, judge, publish, rollback
+from workflow.release import Figures, check, figures, judge, publish, rollback
 
 A, B, C = Version("a", "ra"), Version("b", "rb"), Version("c", "rc")
 
@@ -53,13 +55,28 @@ def test_the_record_round_trips_and_is_replaced_whole(tmp_path: Path) -> None:
 def test_judge_promotes_when_guardrails_hold_rolls_back_when_they_break_and_holds_without_traffic(
         tmp_path: Path) -> None:
     config = make_settings("local", tmp_path).pipeline
-    stable = Figures(500, 0.01, 40.0)
-    assert judge(stable, Figures(500, 0.02, 50.0), config).action == "promote"
-    broken = judge(stable, Figures(500, 0.20, 50.0), config)
+    stable = Figures(500, 0.01, 40.0, 500)
+    assert judge(stable, Figures(500, 0.02, 50.0, 500), config).action == "promote"
+    broken = judge(stable, Figures(500, 0.20, 50.0, 500), config)
     assert broken.action == "rollback" and "degraded share" in broken.breaches[0]
-    slow = judge(stable, Figures(500, 0.01, 90.0), config)
+    slow = judge(stable, Figures(500, 0.01, 90.0, 500), config)
     assert slow.action == "rollback" and "p99" in slow.breaches[0]
-    assert judge(stable, Figures(10, 0.9, 500.0), config).action == "hold"
+    assert judge(stable, Figures(10, 0.9, 500.0, 10), config).action == "hold"
+
+
+def test_latency_is_compared_on_computed_answers_and_held_to_the_budget_when_stable_has_too_few() -> None:
+    """Stable's warm users get precomputed lists and its live answers are cold starts: neither is a baseline for
+    a canary, which computes every answer."""
+    config = Settings.load().pipeline.model_copy(update={"guardrail_min_requests": 20})
+    served = pd.DataFrame({"degradation": ["full"] * 90 + ["cold_start"] * 10, "cached": [True] * 90 + [False] * 10,
+                           "latency_ms": [1.0] * 90 + [8.0] * 10})
+    stable = figures(served)
+    assert (stable.requests, stable.computed, stable.p99_ms) == (100, 0, 0.0)
+    canary = figures(pd.DataFrame({"degradation": ["full"] * 30, "cached": [False] * 30, "latency_ms": [30.0] * 30}))
+    assert (canary.computed, canary.p99_ms) == (30, 30.0)
+    assert judge(stable, canary, config, budget_ms=200.0).action == "promote"
+    over = judge(stable, replace(canary, p99_ms=250.0), config, budget_ms=200.0)
+    assert over.action == "rollback" and "over the request budget of 200 ms" in over.breaches[0]
 
 
 def version_folder(settings: Settings, name: str) -> Version:
