@@ -394,11 +394,9 @@ class RecommendationPipeline(TablesUpkeep):
 
     def _history(self, user_id: str) -> list[str]:
         """The user's item ids, oldest first; empty when the interaction store is unreachable."""
-        events = self._safe("interaction store", None, lambda: self.interactions.call(
-            lambda s: s.user_events(user_id, limit=HISTORY_LIMIT)))
-        if events is None or events.empty:
-            return []
-        return [str(i) for i in reversed(events["item_id"].tolist())]
+        newest_first = self._safe("interaction store", [], lambda: self.interactions.call(
+            lambda s: s.recent_items(user_id, limit=HISTORY_LIMIT)))
+        return newest_first[::-1]
 
     def _safe(self, what: str, default: Any, call: Any) -> Any:
         try:

@@ -83,6 +83,12 @@ class InteractionStore(Store):
     def user_events(self, user_id: str, limit: int = 100, since: datetime | None = None) -> pd.DataFrame:
         """The user's events, newest first, with the columns of INTERACTION_COLUMNS."""
 
+    def recent_items(self, user_id: str, limit: int = 100) -> list[str]:
+        """The item ids of the user's newest `limit` events, newest first (the order of `user_events`).
+
+        What the request path reads: ids only, no frame. Backends answer it with a narrower query."""
+        return [str(item) for item in self.user_events(user_id, limit=limit)["item_id"]]
+
     @abstractmethod
     def item_events(self, item_id: str, since: datetime, until: datetime) -> pd.DataFrame:
         """The item's events in [since, until], newest first, with ITEM_EVENT_COLUMNS."""

@@ -142,6 +142,11 @@ class CassandraInteractionStore(InteractionStore):
             })
         return user_frame(records)
 
+    def recent_items(self, user_id: str, limit: int = 100) -> list[str]:
+        rows = self._session.execute(
+            self._statement("SELECT item_id FROM interactions WHERE user_id = ? LIMIT ?"), (user_id, limit))
+        return [row.item_id for row in rows]
+
     def item_events(self, item_id: str, since: datetime, until: datetime) -> pd.DataFrame:
         statement = self._statement(
             "SELECT event_id, user_id, item_id, event_time, action_type FROM item_interactions "

@@ -76,6 +76,13 @@ class SqliteInteractionStore(InteractionStore):
             })
         return user_frame(records)
 
+    def recent_items(self, user_id: str, limit: int = 100) -> list[str]:
+        rows = self._db.execute(
+            "SELECT item_id FROM interactions WHERE user_id = ? ORDER BY event_time DESC, event_id ASC LIMIT ?",
+            (user_id, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
     def item_events(self, item_id: str, since: datetime, until: datetime) -> pd.DataFrame:
         lo, hi = (int(pd.Timestamp(t).timestamp() * 1000) for t in (since, until))
         first, last = (int(time_buckets(pd.Series([pd.Timestamp(t)]), self.bucket)[0]) for t in (since, until))

@@ -56,6 +56,15 @@ def test_user_history_is_newest_first_with_limit_and_since(interactions: Interac
     assert interactions.user_events("nobody").empty
 
 
+def test_recent_items_are_the_item_ids_of_user_events_in_their_order(interactions: InteractionStore) -> None:
+    rows = [(f"e{k}", "u1", f"m{k % 3}", T0 + timedelta(hours=k), "view") for k in range(5)]
+    rows.append(("e9", "u1", "m7", T0 + timedelta(hours=4), "click"))  # a tie in time: event id decides
+    interactions.write(events(rows))
+    assert interactions.recent_items("u1", limit=4) == ["m1", "m7", "m0", "m2"]
+    assert interactions.recent_items("u1", limit=4) == [str(i) for i in interactions.user_events("u1", 4)["item_id"]]
+    assert interactions.recent_items("nobody") == []
+
+
 def test_item_events_span_time_buckets(interactions: InteractionStore) -> None:
     # T0 is the last hour of January: these events fall in two monthly (and three daily) buckets.
     rows = [(f"e{k}", f"u{k}", "m1", T0 + timedelta(hours=k), "view") for k in range(3)]
