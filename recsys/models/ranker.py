@@ -327,7 +327,8 @@ class WideDeepRanker:
               embedding_scores: np.ndarray) -> np.ndarray:
         if len(candidate_scores) == 0:
             return np.zeros(0, dtype=np.float32)
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: ~1 ms a request when called each time
+            self.model.eval()
         return self.model(self.encoder.encode(features, candidate_scores, embedding_scores)).numpy()
 
     @torch.no_grad()
