@@ -11,13 +11,14 @@ publishes only what passed its gate, `publish_candidate_artifacts`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from embeddings.train import TrainConfig, item_vectors, save, train, user_vectors
+from embeddings.warm_start import Start
 from recsys.backends import open_lake, open_user_vectors
 from recsys.errors import InvalidInputError
 from recsys.models.item_index import ItemIndex
@@ -31,6 +32,7 @@ class CandidateArtifacts:
     folder: Path
     items: int
     users: int
+    start: Start = field(default_factory=Start)  # how its two-tower model began: from scratch or warm
 
 
 USER_VECTORS = "user_vectors.npz"
@@ -70,7 +72,7 @@ def build_candidate_artifacts(
     users = list(histories.index)
     np.savez(folder / USER_VECTORS, users=np.array(users, dtype=str),
              vectors=user_vectors(trained, users, list(histories)), data_end=np.array(trained.data_end.isoformat()))
-    built = CandidateArtifacts(trained.version, folder, len(index), len(users))
+    built = CandidateArtifacts(trained.version, folder, len(index), len(users), trained.start)
     if publish:
         publish_candidate_artifacts(settings, folder, progress)
     return built

@@ -52,18 +52,22 @@ class InteractionStream(IterableDataset[Batch]):
     def __init__(
         self, tables: Callable[[], Iterator[pa.Table]], vocab: Vocabulary, content: dict[str, np.ndarray], *,
         history: int = 20, batch_size: int = 1024, shuffle_buffer: int = 50_000, seed: int = 7,
-        until: datetime | None = None, cache: bool = False,
+        until: datetime | None = None, cache: bool = False, since: datetime | None = None,
+        replay_share: float = 1.0,
     ) -> None:
         """`tables` yields time-ordered tables (user_id, item_id, event_time, action_type) on each call.
 
         With `cache`, the first pass keeps its examples (int32) and later epochs replay them instead of
-        reading the lake again: for lakes whose examples fit in memory.
+        reading the lake again: for lakes whose examples fit in memory. With `since` (a warm start), the
+        examples are the events after it plus a seeded `replay_share` sample of the earlier ones (the same
+        sample every pass); every event still enters the users' histories, so those stay exact.
         """
         super().__init__()
         self.tables = tables
         self.vocab, self.content = vocab, {k: torch.from_numpy(v) for k, v in content.items()}
         self.history, self.batch_size, self.shuffle_buffer = history, batch_size, shuffle_buffer
         self.seed, self.until = seed, until
+        self.since, self.replay_share = since, replay_share
         self.epoch, self.cache = 0, cache
         self._cached: list[Examples] | None = None
         self._users = (pa.array(list(vocab.users), pa.string()), np.fromiter(vocab.users.values(), np.int64))
@@ -84,6 +88,7 @@ class InteractionStream(IterableDataset[Batch]):
 
     def _read(self) -> Iterator[Examples]:
         recent = np.zeros((len(self.vocab.users) + 1, self.history), dtype=np.int64)
+        replay = np.random.default_rng(self.seed)
         for table in self.tables():
             keep = pc.not_equal(table["action_type"], "skip")
             if self.until is not None:
@@ -93,8 +98,13 @@ class InteractionStream(IterableDataset[Batch]):
             items = _codes(table["item_id"], *self._items)
             known = items > 0
             users, items = users[known], items[known]
+            wanted = None
+            if self.since is not None:
+                new = pc.greater(table["event_time"], self.since).to_numpy(zero_copy_only=False)[known]
+                wanted = new | (replay.random(len(new)) < self.replay_share)
             for start in range(0, len(items), CHUNK):
-                yield _windows(recent, users[start:start + CHUNK], items[start:start + CHUNK])
+                part = slice(start, start + CHUNK)
+                yield _windows(recent, users[part], items[part], None if wanted is None else wanted[part])
 
     def __iter__(self) -> Iterator[Batch]:
         """Batches from a block shuffle: once twice `shuffle_buffer` examples wait, they are permuted
@@ -142,9 +152,10 @@ def _codes(ids: pa.ChunkedArray, keys: pa.Array, codes: np.ndarray) -> np.ndarra
     return np.where(position >= 0, codes[np.maximum(position, 0)], 0)
 
 
-def _windows(recent: np.ndarray, users: np.ndarray, items: np.ndarray) -> Examples:
+def _windows(recent: np.ndarray, users: np.ndarray, items: np.ndarray, wanted: np.ndarray | None = None) -> Examples:
     """Each event's history (the user's previous `recent.shape[1]` items, zero-padded on the left),
     from `recent` (users × history, newest last) and the earlier events of the chunk; updates `recent`.
+    With `wanted` (a mask over the events), only those events' examples come out; all update `recent`.
 
     Events are grouped by user (stable, so in time order); each group is laid out in one flat array
     as [the user's row of `recent`, then their items], and an event's history is the window just
@@ -163,6 +174,9 @@ def _windows(recent: np.ndarray, users: np.ndarray, items: np.ndarray) -> Exampl
     histories = flat[position[:, None] - size + window]
     ends = np.r_[starts[1:], len(users)] - 1
     recent[users[starts]] = flat[position[ends][:, None] - size + 1 + window]
+    if wanted is not None:
+        wanted = wanted[order]
+        return users[wanted], histories[wanted], items[wanted]
     return users, histories, items
 
 

@@ -1,7 +1,9 @@
 """Training the two-tower model on the lake, and exporting its user and item vectors.
 
 A checkpoint stores the model's config, weights, vocabulary and the data window it was trained on
-(nanoGPT style), so the model and every artifact built from it can be rebuilt and described.
+(nanoGPT style), so the model and every artifact built from it can be rebuilt and described. With
+`TrainConfig.warm_start` a model begins from a saved version (`embeddings.warm_start`) and trains
+`warm_epochs`, at `warm_learning_rate`, on the events that version has not seen plus a replay sample of the others.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import torch
 from embeddings.stream import InteractionStream, frame_tables, lake_days, prefetched
 from embeddings.two_tower import TwoTower, TwoTowerConfig
 from embeddings.vocabulary import MAX_TAGS, MAX_WORDS, Vocabulary
+from embeddings.warm_start import Start, incompatible, read_source, warm_start
 from recsys.errors import InvalidInputError
 from recsys.stores.lake import Lake
 
@@ -43,6 +46,10 @@ class TrainConfig:
     until: datetime | None = None  # train on events before this moment (a temporal split)
     max_steps: int | None = None  # stop after this many batches in all (benchmarks on huge lakes)
     sparse_ids: bool | None = None  # sparse id-table gradients; None: when users + items > SPARSE_ABOVE
+    warm_start: Path | None = None  # a models/<version> folder (or its checkpoint) to begin from; None: scratch
+    warm_epochs: int = 2  # epochs of a warm start (a folder that cannot be used trains `epochs` from scratch)
+    replay_share: float = 0.2  # warm start: share of the events the old version saw that are trained on again
+    warm_learning_rate: float = 5e-4  # warm start: a fresh Adam at `learning_rate` first undoes much of the old model
 
 
 @dataclass
@@ -55,6 +62,7 @@ class Trained:
     data_start: datetime
     data_end: datetime
     version: str
+    start: Start = field(default_factory=Start)  # from scratch, or warm from which version
 
 
 def content_by_index(vocab: Vocabulary, items: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -104,28 +112,55 @@ def _train(
         n_tags=len(vocab.tags), n_words=len(vocab.words), dim=config.dim, history=config.history,
         sparse=large if config.sparse_ids is None else config.sparse_ids,
     ))
+    start = _start(model, vocab, config, progress)
+    epochs = config.epochs if start.warm_from is None else config.warm_epochs
+    since = None if start.since is None else datetime.fromisoformat(start.since)
+    cache = epochs > 1 and _examples(events, since, config) * config.history * 4 <= CACHE_BYTES
     stream = InteractionStream(tables, vocab, content, history=config.history, batch_size=config.batch_size,
-                               shuffle_buffer=config.shuffle_buffer, seed=config.seed, until=config.until,
-                               cache=config.epochs > 1 and events.num_rows * config.history * 4 <= CACHE_BYTES)
-    optimisers = model.optimisers(config.learning_rate)
+                               shuffle_buffer=config.shuffle_buffer, seed=config.seed, until=config.until, cache=cache,
+                               since=since, replay_share=config.replay_share)
+    optimisers = model.optimisers(config.learning_rate if start.warm_from is None else config.warm_learning_rate)
     losses: list[float] = []
     examples, started = 0, time.perf_counter()
     model.train()
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         steps_left = None if config.max_steps is None else config.max_steps - len(losses)
         epoch_losses, epoch_examples = _epoch(model, optimisers, prefetched(stream), steps_left, progress)
         losses += epoch_losses
         examples += epoch_examples
         rate = examples / (time.perf_counter() - started)
-        progress(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(epoch_losses or [np.nan]):.3f}, "
+        progress(f"epoch {epoch + 1}/{epochs}: loss {np.mean(epoch_losses or [np.nan]):.3f}, "
                  f"{rate:,.0f} examples/s")
         if config.max_steps is not None and len(losses) >= config.max_steps:
             break
     model.eval()
     times = pc.min_max(events["event_time"])
-    start, end = times["min"].as_py(), times["max"].as_py()
-    return Trained(model, vocab, content, losses, examples / (time.perf_counter() - started), start, end,
-                   version=f"two-tower-{end:%Y%m%d}-s{config.seed}")
+    first, end = times["min"].as_py(), times["max"].as_py()
+    return Trained(model, vocab, content, losses, examples / (time.perf_counter() - started), first, end,
+                   version=f"two-tower-{end:%Y%m%d}-s{config.seed}", start=replace(start, epochs=epochs))
+
+
+def _start(model: TwoTower, vocab: Vocabulary, config: TrainConfig, progress: Callable[[str], None]) -> Start:
+    """Warm-start the model from `config.warm_start` if it can be; otherwise it stays as initialised."""
+    if config.warm_start is None:
+        return Start()
+    source = read_source(config.warm_start)
+    if isinstance(source, str):
+        start = Start(note=source)
+    elif (reason := incompatible(source, model)) is not None:
+        start = Start(note=reason)
+    else:
+        start = warm_start(model, vocab, source, config.replay_share, config.warm_learning_rate)
+    progress(start.note)
+    return start
+
+
+def _examples(events: pa.Table, since: datetime | None, config: TrainConfig) -> int:
+    """About the examples one pass yields: every event, or a warm start's new events and replay sample."""
+    if since is None:
+        return events.num_rows
+    new = pc.sum(pc.greater(events["event_time"], since)).as_py() or 0
+    return new + int(config.replay_share * (events.num_rows - new))
 
 
 def _epoch(
@@ -193,7 +228,7 @@ def save(trained: Trained, folder: Path) -> None:
     trained.vocab.save(folder / "vocabulary.json")
     meta = {"version": trained.version, "data_start": trained.data_start.isoformat(),
             "data_end": trained.data_end.isoformat(), "examples_per_second": trained.examples_per_second,
-            "losses": trained.losses}
+            "start": trained.start.as_dict(), "losses": trained.losses}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     plot_losses(trained.losses, folder / "loss.png")
 
@@ -207,7 +242,7 @@ def load(folder: Path, items: pd.DataFrame) -> Trained:
     meta = json.loads((folder / "meta.json").read_text())
     return Trained(model, vocab, content_by_index(vocab, items), meta["losses"], meta["examples_per_second"],
                    datetime.fromisoformat(meta["data_start"]), datetime.fromisoformat(meta["data_end"]),
-                   meta["version"])
+                   meta["version"], Start(**meta.get("start", {})))
 
 
 def plot_losses(losses: list[float], path: Path) -> None:
