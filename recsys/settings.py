@@ -298,7 +298,14 @@ class PipelineSettings(_Section):
     latency_requests: int = Field(200, ge=10, description="requests the latency probe times")
     eval_users: int = Field(2000, ge=1, description="held-out-day users sampled (seeded) for the offline metrics")
     k: int = Field(100, ge=10, description="depth of the candidate and ANN recall")
-    epochs: int = Field(12, ge=1, description="two-tower training epochs")
+    epochs: int = Field(12, ge=1, description="two-tower training epochs from scratch (the first run, `--full`, or "
+                        "a serving version without saved weights)")
+    warm_epochs: int = Field(2, ge=1, description="two-tower epochs when warm-started from the serving version: on "
+                             "the events it has not seen plus a replay sample of those it has")
+    replay_share: float = Field(0.2, ge=0, le=1, description="warm start: the share of the events the serving "
+                                "version was trained on that are trained on again (a seeded sample)")
+    warm_learning_rate: float = Field(5e-4, gt=0, description="warm start: the learning rate of its epochs (from "
+                                      "scratch: 2e-3)")
     ranker_candidate_epochs: int = Field(5, ge=1, description="epochs of the candidate model the ranker's window "
                                          "lists come from")
     ranker_epochs: int = Field(30, ge=1, description="most epochs of each ranker network (early stopping may end "
