@@ -5,8 +5,10 @@ starts from the failed step with what the earlier ones produced.
 
 Honest limits, also written into the manifest's notes: the Spark feature job rebuilds every day's snapshots (it
 has no per-day mode), so the step is skipped only when no lake file changed since the last build for the same
-`as_of`; the two-tower model is trained from scratch (its vocabulary is rebuilt from the data each time, so a
-warm start from the version in service is not supported by `embeddings/` yet).
+`as_of`. The two-tower model is warm-started from the version in service (`embeddings.warm_start`: rows of the ids
+both vocabularies know and the dense layers copied) and trained `pipeline.warm_epochs` on the events that version
+has not seen plus a `pipeline.replay_share` sample of those it has; the first run, `--full`, or a serving version
+without saved weights trains `pipeline.epochs` from scratch, and the step's note says which.
 """
 
 from __future__ import annotations
@@ -103,17 +105,24 @@ def candidates_step(context: RunContext) -> StepResult:
     `models/<version>` folder, not published."""
     from embeddings.artifacts import build_candidate_artifacts
     from embeddings.train import TrainConfig
+    from workflow.release import stable_version
 
-    settings = context.settings
+    settings, config, full = context.settings, context.settings.pipeline, context.manifest.options.get("full")
     until = datetime.fromisoformat(context.output("lake", "held_out_day"))
     version = f"two-tower-{context.manifest.run_id}"
-    built = build_candidate_artifacts(settings, TrainConfig(epochs=settings.pipeline.epochs, until=until),
+    serving = None if full else stable_version(settings)
+    warm = settings.data_path / "models" / serving.candidates if serving is not None else None
+    train = TrainConfig(epochs=config.epochs, until=until, warm_start=warm, warm_epochs=config.warm_epochs,
+                        replay_share=config.replay_share, warm_learning_rate=config.warm_learning_rate)
+    built = build_candidate_artifacts(settings, train,
                                       progress=lambda message: context.progress(f"  [candidates] {message}"),
                                       version=version, publish=False)
-    return StepResult(inputs={"until": until.isoformat(), "epochs": settings.pipeline.epochs},
-                      outputs={"version": built.version, "folder": str(built.folder)},
+    return StepResult(inputs={"until": until.isoformat(), "warm_start": str(warm) if warm else None,
+                              "epochs": built.start.epochs, "replay_share": config.replay_share if warm else None},
+                      outputs={"version": built.version, "folder": str(built.folder),
+                               "warm_from": built.start.warm_from},
                       versions={"candidates": built.version}, metrics={"items": built.items, "users": built.users},
-                      note="full training (warm start from the serving version is not supported by embeddings/)")
+                      note=built.start.note if warm else f"from scratch ({'--full' if full else 'nothing in service'})")
 
 
 def ranker_step(context: RunContext) -> StepResult:
