@@ -62,7 +62,9 @@ def closed_loop(url: str, concurrency: int, seconds: float, method: str = "GET",
     return json.loads(line.removeprefix("WRK_JSON "))
 
 
-class _Connection:
+class Connection:
+    """One keep-alive HTTP/1.1 connection of a load generator."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
@@ -106,7 +108,7 @@ async def _open_loop(urls: Sequence[str], rate: float, seconds: float, method: s
     total = int(rate * seconds)
     order = (np.random.default_rng(seed).integers(0, count, total) if seed is not None
              else np.arange(total) % count)
-    idle: list[_Connection] = []
+    idle: list[Connection] = []
     latencies: list[float] = []
     labels: list[str | None] = []
     statuses: dict[int, int] = {}
@@ -117,7 +119,7 @@ async def _open_loop(urls: Sequence[str], rate: float, seconds: float, method: s
         nonlocal errors, timeouts
         connection = None
         try:
-            connection = idle.pop() if idle else _Connection(*await asyncio.open_connection(host, port))
+            connection = idle.pop() if idle else Connection(*await asyncio.open_connection(host, port))
             status, body = await asyncio.wait_for(connection.exchange(request), timeout_s)
         except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             errors += 1

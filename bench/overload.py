@@ -15,7 +15,7 @@ from the due time), users drawn at random (seeded), keys in turn:
             the recovery time is when the probes are back to normal (every later one 200 and under
             `max(5 ms, 3 x the before phase's p99)`)
 Reported per phase: goodput (200s within `serving.request_budget_ms` per second), the share of 503s and of
-other failures, p50/p99 of the 200s and of the 503s, the rungs served (`X-Degradation`, cached or not); and
+other failures, p50/p99 of the 200s and of the 503s, the rungs served (the body's `degradation`, cached or not); and
 the deltas of the API's admission, busy-answer, degradation and stage-failure counters in `/metrics`.
 The generator is Python on the same two cores as the server: on this machine it is part of the load.
 
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CACHE, record
-from bench.loadgen import _request_bytes, percentiles, served
-from bench.serving_latency import small_world, users_of
+from bench.loadgen import Connection, _request_bytes, percentiles, served
+from bench.serving_latency import recommendation_label, small_world, users_of
 from recsys.settings import Settings
 
 PORT = 38131
@@ -55,29 +55,7 @@ class Answer:
     due: float  # seconds since the load started
     status: int  # 0: no answer (connection error)
     latency_ms: float
-    rung: str  # X-Degradation, with "+cached" for the cached path; "" when not a 200
-
-
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def exchange(self, request: bytes) -> tuple[int, str]:
-        """(status, rung) of one request on this keep-alive connection."""
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status, length, rung = int(head[9:12]), 0, ""
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"x-degradation":
-                rung = value.strip().decode()
-        body = await self.reader.readexactly(length) if length else b""
-        if status == 200 and b'"cached":true' in body:
-            rung += "+cached"
-        return status, rung if status == 200 else ""
+    rung: str  # the body's degradation, with "+cached" for the cached path; "" when not a 200
 
 
 class Load:
@@ -85,17 +63,18 @@ class Load:
 
     def __init__(self, requests: list[bytes]) -> None:
         self.requests = requests
-        self.idle: list[_Connection] = []
+        self.idle: list[Connection] = []
         self.answers: list[Answer] = []
 
     async def one(self, phase: str, due: float, origin: float, request: bytes) -> None:
-        connection = self.idle.pop() if self.idle else _Connection(*await asyncio.open_connection("127.0.0.1", PORT))
+        connection = self.idle.pop() if self.idle else Connection(*await asyncio.open_connection("127.0.0.1", PORT))
         try:
-            status, rung = await connection.exchange(request)
+            status, body = await connection.exchange(request)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             connection.writer.close()
             self.answers.append(Answer(phase, due, 0, (time.perf_counter() - origin - due) * 1e3, ""))
             return
+        rung = recommendation_label(status, body).replace("/cached", "+cached") if status == 200 else ""
         self.answers.append(Answer(phase, due, status, (time.perf_counter() - origin - due) * 1e3, rung))
         self.idle.append(connection)
 
@@ -127,7 +106,7 @@ class Load:
 
         async def worker(offset: int) -> None:
             nonlocal done
-            connection = _Connection(*await asyncio.open_connection("127.0.0.1", PORT))
+            connection = Connection(*await asyncio.open_connection("127.0.0.1", PORT))
             k = offset
             while time.perf_counter() < stop:
                 status, _ = await connection.exchange(self.requests[k % len(self.requests)])
