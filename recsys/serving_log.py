@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -91,8 +92,10 @@ def decode(value: bytes) -> dict[str, Any]:
 def to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Records (as the API publishes them, `served_at` in epoch milliseconds) as an Arrow table of SCHEMA."""
     rows = list(records)
-    columns: dict[str, list[Any]] = {name: [r.get(name) for r in rows] for name in COLUMNS}
-    columns["served_at"] = [pd.Timestamp(int(v), unit="ms", tz="UTC") for v in columns["served_at"]]
+    columns: dict[str, Any] = {name: [r.get(name) for r in rows] for name in COLUMNS}
+    # Whole columns, not a value at a time: the API's log thread runs this every second while requests wait
+    # for the interpreter.
+    columns["served_at"] = pa.array(columns["served_at"], pa.int64()).cast(SCHEMA.field("served_at").type)
     columns["stage_ms"] = [v if isinstance(v, str) or v is None else json.dumps(v) for v in columns["stage_ms"]]
     return pa.table(columns, schema=SCHEMA)
 
@@ -102,9 +105,9 @@ def write(lake_root: Path, records: Iterable[Mapping[str, Any]]) -> int:
     table = to_table(records)
     if table.num_rows == 0:
         return 0
-    days = pd.Series(table.column("served_at").to_pandas()).dt.strftime("%Y-%m-%d").to_numpy()
-    for day in sorted(set(days)):
-        part = table.filter(pa.array(days == day))
+    days = pc.strftime(table.column("served_at"), format="%Y-%m-%d")
+    for day in sorted(set(days.unique().to_pylist())):
+        part = table.filter(pc.equal(days, day))
         folder = Path(lake_root) / FOLDER / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{uuid.uuid4().hex}.parquet"
