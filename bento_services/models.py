@@ -23,6 +23,7 @@ from bentoml.exceptions import NotFound
 from bento_services.pipeline.retrieve import current_folder
 from recsys.errors import RecsysError
 from recsys.private.bentoml import model_store
+from recsys.release import read_release
 from recsys.settings import Settings
 
 CANDIDATES_MODEL = "recsys-candidates"
@@ -71,6 +72,17 @@ def path_of(model: Any) -> Path | None:
         return None
     stored = model.resolve() if isinstance(model, bentoml.models.BentoModel) else model
     return Path(stored.path)
+
+
+def served_candidates(settings: Settings, pinned: Any) -> Path | None:
+    """The candidate folder the service serves for its whole life (the pinned model's), or None when it follows
+    the release record instead: with `serving.follow_release` on and a `models/RELEASE.json` in the data
+    directory, every worker serves the versions the record names and reads it again every
+    `serving.release_poll_seconds` (`build_pipeline` without a folder, as `recsys serve`). A Bento deployed
+    without the data directory has no record and keeps serving the versions it pinned."""
+    if settings.serving.follow_release and read_release(settings.data_path) is not None:
+        return None
+    return path_of(pinned)
 
 
 def save_current(settings: Settings, home: Path | None = None) -> str | None:

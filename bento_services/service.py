@@ -3,7 +3,8 @@
 Thin by design: the routes are `bento_services.api.http`, the stages `bento_services.pipeline.pipeline`. The models are
 referenced at class level so that `bentoml build` puts them in the Bento; hosting choices (configuration,
 the timeout-middleware fix, the frozen start-up heap) are `bento_services.hosting`, measured in
-`bench/bentoml_overhead.py`. Settings come from the environment (`RECSYS_*`), read once here.
+`bench/bentoml_overhead.py`. Settings come from the environment (`RECSYS_*`), read once here. With a release
+record in the data directory every worker serves and follows it (`bento_services.models.served_candidates`).
 
     bentoml serve bento_services.service:Recsys      # what `make serve` runs
 """
@@ -14,7 +15,7 @@ import bentoml
 
 from bento_services import hosting
 from bento_services.api.http import ENDPOINTS
-from bento_services.models import CANDIDATES_MODEL, RANKER_MODEL, path_of, reference
+from bento_services.models import CANDIDATES_MODEL, RANKER_MODEL, reference, served_candidates
 from bento_services.pipeline.retrieve import current_folder
 from recsys.settings import Settings
 
@@ -42,8 +43,8 @@ class Recsys:
         from recsys.backends import open_bus
 
         default, variants = load_rankers(SETTINGS) if self.ranker is not None else (None, {})
-        self.pipeline = build_pipeline(SETTINGS, candidates_dir=path_of(self.candidates), ranker=default,
-                                       variant_rankers=variants)
+        self.pipeline = build_pipeline(SETTINGS, candidates_dir=served_candidates(SETTINGS, self.candidates),
+                                       ranker=default, variant_rankers=variants)
         self.bus = open_bus(SETTINGS, count_published)
         self.users = CatalogUsers(SETTINGS)
         self.items = CatalogItems(SETTINGS)

@@ -187,6 +187,9 @@ class ServingSettings(_Section):
                                           "updated in the catalog and swaps them into its in-memory tables")
     release_poll_seconds: float = Field(60.0, gt=0, description="how often serving reads models/RELEASE.json (or "
                                         "models/CURRENT without one) and loads a new stable or canary version")
+    follow_release: bool = Field(True, description="the BentoML service (`make serve`, a Bento) serves and follows "
+                                 "models/RELEASE.json when the data directory has one; off, or without the record, "
+                                 "it serves the candidate artifact its model store pins")
 
 
 class StreamingSettings(_Section):

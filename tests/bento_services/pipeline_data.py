@@ -68,6 +68,21 @@ def build_world(settings: Settings, tmp_path: Path, users: int = 30, items: int 
     return World(settings, folder, catalog_items, events, warm, COLD_USER)
 
 
+def new_version(world: World, name: str) -> None:
+    """models/<name>: the world's items on other vectors, with the version's own user vectors."""
+    from bento_services.pipeline.deployments import USER_VECTORS
+
+    items = world.items
+    vectors = -category_vectors(items)
+    folder = world.settings.data_path / "models" / name
+    ItemIndex.build(vectors, list(items["item_id"].astype(str)), model_version=name,
+                    data_start=datetime(2024, 1, 1, tzinfo=UTC), data_end=datetime(2024, 3, 1, tzinfo=UTC),
+                    version=name).save(folder / "item_index")
+    users = sorted(str(u) for u in world.events["user_id"].unique())
+    np.savez(folder / USER_VECTORS, users=np.array(users, dtype=str),
+             vectors=np.tile(vectors[:1], (len(users), 1)), data_end=np.array("2024-03-01T00:00:00+00:00"))
+
+
 def category_vectors(items: pd.DataFrame) -> np.ndarray:
     rng = np.random.default_rng(0)
     codes = {c: k for k, c in enumerate(sorted(items["category"].astype(str).unique()))}

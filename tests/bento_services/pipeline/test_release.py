@@ -6,21 +6,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bento_services.pipeline.batch import batch_settings
 from bento_services.pipeline.contracts import Degradation, RecommendationRequest, RecommendationResponse
-from bento_services.pipeline.deployments import USER_VECTORS, Rollout, release_bucket
+from bento_services.pipeline.deployments import Rollout, release_bucket
 from bento_services.pipeline.pipeline import RecommendationPipeline, build_pipeline
 from bento_services.pipeline.upkeep import ReleaseLoadError
-from recsys.models.item_index import ItemIndex
 from recsys.release import Release, Version, read_release, write_release
 from recsys.settings import Settings
-from tests.bento_services.pipeline_data import VERSION, FakeRanker, World, build_world, category_vectors, with_features
+from tests.bento_services.pipeline_data import VERSION, FakeRanker, World, build_world, new_version, with_features
 from tests.conftest import make_settings
 
 STABLE, CANARY = Version(VERSION, "r1"), Version("v2", "r2")
@@ -35,19 +32,6 @@ def quick(settings: Settings) -> Settings:
     """Batch budgets (a busy test machine never degrades an answer) and a release poll of 50 ms."""
     settings = batch_settings(settings)
     return settings.model_copy(update={"serving": settings.serving.model_copy(update={"release_poll_seconds": 0.05})})
-
-
-def new_version(world: World, name: str) -> None:
-    """models/<name>: the world's items on other vectors, with the version's own user vectors."""
-    items = world.items
-    vectors = -category_vectors(items)
-    folder = world.settings.data_path / "models" / name
-    ItemIndex.build(vectors, list(items["item_id"].astype(str)), model_version=name,
-                    data_start=datetime(2024, 1, 1, tzinfo=UTC), data_end=datetime(2024, 3, 1, tzinfo=UTC),
-                    version=name).save(folder / "item_index")
-    users = sorted(str(u) for u in world.events["user_id"].unique())
-    np.savez(folder / USER_VECTORS, users=np.array(users, dtype=str),
-             vectors=np.tile(vectors[:1], (len(users), 1)), data_end=np.array("2024-03-01T00:00:00+00:00"))
 
 
 def serving(world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch,
