@@ -48,7 +48,7 @@ class TrainConfig:
     sparse_ids: bool | None = None  # sparse id-table gradients; None: when users + items > SPARSE_ABOVE
     warm_start: Path | None = None  # a models/<version> folder (or its checkpoint) to begin from; None: scratch
     warm_epochs: int = 2  # epochs of a warm start (a folder that cannot be used trains `epochs` from scratch)
-    replay_share: float = 0.2  # warm start: share of the events the old version saw that are trained on again
+    replay_share: float = 0.05  # warm start: share of the events the old version saw that are trained on again
     warm_learning_rate: float = 5e-4  # warm start: a fresh Adam at `learning_rate` first undoes much of the old model
 
 

@@ -305,7 +305,7 @@ class PipelineSettings(_Section):
                         "a serving version without saved weights)")
     warm_epochs: int = Field(2, ge=1, description="two-tower epochs when warm-started from the serving version: on "
                              "the events it has not seen plus a replay sample of those it has")
-    replay_share: float = Field(0.2, ge=0, le=1, description="warm start: the share of the events the serving "
+    replay_share: float = Field(0.05, ge=0, le=1, description="warm start: the share of the events the serving "
                                 "version was trained on that are trained on again (a seeded sample)")
     warm_learning_rate: float = Field(5e-4, gt=0, description="warm start: the learning rate of its epochs (from "
                                       "scratch: 2e-3)")

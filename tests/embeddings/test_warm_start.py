@@ -123,8 +123,8 @@ def test_a_warm_start_matches_training_from_scratch_with_a_fraction_of_the_steps
                 (("warm", warm), ("scratch", scratch), ("short", short))}
     assert measured["warm"]["events"] > 2_000
     at_100 = {name: figures["recall@100"] for name, figures in measured.items()}
-    assert at_100["warm"] > at_100["scratch"] - 0.025, at_100  # about two standard errors (0.515 against 0.522)
-    assert at_100["warm"] > at_100["short"] + 0.02, at_100  # what the copied rows are worth (0.515 against 0.481)
+    assert at_100["warm"] > at_100["scratch"] - 0.025, at_100  # about two standard errors (0.526 against 0.522)
+    assert at_100["warm"] > at_100["short"] + 0.05, at_100  # what the copied rows are worth (0.526 against 0.391)
 
 
 def test_a_folder_without_weights_trains_from_scratch_with_a_note(
