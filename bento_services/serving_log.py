@@ -62,7 +62,8 @@ class LakeSink:
 
 
 class KafkaSink:
-    """`services`: the `serving-log` topic, keyed by user, acknowledged by the leader (acks=1)."""
+    """`services`: the `serving-log` topic, keyed by user, acknowledged by the leader (acks=1), through librdkafka
+    (as the interaction bus: its C threads do the network work, off the interpreter the requests need)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -71,22 +72,31 @@ class KafkaSink:
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if self._producer is None:
-            from kafka import KafkaProducer
+            from confluent_kafka import Producer
 
             from recsys.streaming.topics import ensure_topics
 
             ensure_topics(self._settings)
-            self._producer = KafkaProducer(
-                bootstrap_servers=self._settings.kafka.bootstrap_servers.split(","), acks=1, linger_ms=20,
-                compression_type=None, max_block_ms=5_000, client_id="recsys-serving-log")
-        futures = [self._producer.send(self._topic, key=r["user_id"].encode(), value=_json(r)) for r in records]
-        self._producer.flush(timeout=10)
-        for future in futures:
-            future.get(timeout=0)
+            self._producer = Producer({"bootstrap.servers": self._settings.kafka.bootstrap_servers, "acks": 1,
+                                       "linger.ms": 20, "message.timeout.ms": 10_000,
+                                       "client.id": "recsys-serving-log"})
+        failed: list[str] = []
+
+        def delivered(error: Any, _: Any) -> None:
+            if error is not None:
+                failed.append(error.str())
+
+        for record in records:
+            self._producer.produce(self._topic, value=_json(record), key=record["user_id"].encode(),
+                                   on_delivery=delivered)
+            self._producer.poll(0)
+        if self._producer.flush(10) > 0 or failed:
+            raise RuntimeError(f"{len(failed) or 'some'} serving-log records not acknowledged: "
+                               f"{failed[0] if failed else 'timed out'}")
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=5)
+            self._producer.flush(5)
 
 
 class ServingLog:
