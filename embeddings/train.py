@@ -147,7 +147,7 @@ def _start(model: TwoTower, vocab: Vocabulary, config: TrainConfig, progress: Ca
     source = read_source(config.warm_start)
     if isinstance(source, str):
         start = Start(note=source)
-    elif (reason := incompatible(source, model)) is not None:
+    elif (reason := incompatible(source, model, config.until)) is not None:
         start = Start(note=reason)
     else:
         start = warm_start(model, vocab, source, config.replay_share, config.warm_learning_rate)

@@ -7,8 +7,9 @@ a replay sample of those it has (`TrainConfig.replay_share`), for a few epochs (
 lower learning rate (`TrainConfig.warm_learning_rate`: a fresh Adam's first steps move every weight by about the
 full rate whatever its gradient, and at the scratch rate undid much of what the old model knew; see
 `bench/warm_start.py`).
-A folder that cannot be warm-started from (no saved weights or vocabulary, another embedding width) is
-reported in `Start.note` and the model trains from scratch.
+A folder that cannot be warm-started from (no saved weights or vocabulary, another embedding width, or a model
+that saw events at or after the new model's `until`, which would leak the evaluated day into it) is reported in
+`Start.note` and the model trains from scratch.
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ def read_source(folder: Path) -> Source | str:
                   datetime.fromisoformat(meta["data_end"]))
 
 
-def incompatible(source: Source, model: TwoTower) -> str | None:
-    """Why the source's weights cannot seed this model (another embedding width or hidden size), if they cannot."""
+def incompatible(source: Source, model: TwoTower, until: datetime | None = None) -> str | None:
+    """Why the source's weights cannot seed this model, if they cannot: another embedding width or hidden size, or
+    a data window reaching `until` (what the new model must not have seen, e.g. the day it is evaluated on)."""
+    if until is not None and source.data_end >= until:
+        return (f"from scratch: {source.version} was trained on events up to {source.data_end.isoformat()}, "
+                f"not only before {until.isoformat()}")
     for key in ("dim", "hidden"):
         old, new = source.config.get(key), getattr(model.config, key)
         if old != new:

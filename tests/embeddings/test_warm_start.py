@@ -152,3 +152,17 @@ def test_another_embedding_width_trains_from_scratch_with_a_note(
     wide = train_frame(items, frame, TrainConfig(epochs=1, max_steps=2, warm_start=tmp_path / "narrow"),
                        progress=quiet)
     assert wide.start.warm_from is None and "dim 16" in wide.start.note
+
+
+def test_a_version_that_saw_the_new_window_is_not_started_from(
+    world: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path,
+) -> None:
+    """A version trained on everything (e.g. by `recsys build-candidates`) has seen the day the new model is measured
+    on: starting from it would leak that day into the model, so the new one trains from scratch."""
+    items, frame = world
+    everything = train_frame(items, frame, TrainConfig(epochs=1, max_steps=2), progress=quiet)
+    save(everything, tmp_path / "everything")
+    day = frame["event_time"].max().floor("D")
+    trained = train_frame(items, frame, TrainConfig(epochs=1, max_steps=2, until=day,
+                                                    warm_start=tmp_path / "everything"), progress=quiet)
+    assert trained.start.warm_from is None and "not only before" in trained.start.note
