@@ -302,7 +302,7 @@ class PipelineSettings(_Section):
     eval_users: int = Field(2000, ge=1, description="held-out-day users sampled (seeded) for the offline metrics")
     k: int = Field(100, ge=10, description="depth of the candidate and ANN recall")
     epochs: int = Field(12, ge=1, description="two-tower training epochs from scratch (the first run, `--full`, or "
-                        "a serving version without saved weights)")
+                        "a serving version it cannot start from: no saved weights, or trained on the held-out day)")
     warm_epochs: int = Field(2, ge=1, description="two-tower epochs when warm-started from the serving version: on "
                              "the events it has not seen plus a replay sample of those it has")
     replay_share: float = Field(0.05, ge=0, le=1, description="warm start: the share of the events the serving "

@@ -8,7 +8,8 @@ has no per-day mode), so the step is skipped only when no lake file changed sinc
 `as_of`. The two-tower model is warm-started from the version in service (`embeddings.warm_start`: rows of the ids
 both vocabularies know and the dense layers copied) and trained `pipeline.warm_epochs` on the events that version
 has not seen plus a `pipeline.replay_share` sample of those it has; the first run, `--full`, or a serving version
-without saved weights trains `pipeline.epochs` from scratch, and the step's note says which.
+it cannot start from (no saved weights, another width, or trained on the held-out day) trains `pipeline.epochs`
+from scratch, and the step's note says which.
 """
 
 from __future__ import annotations
