@@ -57,7 +57,7 @@ class UserVectors:
             return cls([str(u) for u in saved["users"]], np.asarray(saved["vectors"], dtype=np.float32))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one loaded version: equal only to itself (its tables hold DataFrames)
 class Deployment:
     tables: ServingTables
     retriever: Retriever | None

@@ -146,3 +146,15 @@ def test_a_rollback_swaps_back_at_once_without_loading_anything(world: World,
     assert time.perf_counter() - started < 0.5 and pipeline.rollout.canary is None
     assert pipeline.recommend(RecommendationRequest(user, n=5)).candidates_version == VERSION
     pipeline.close()
+
+
+def test_two_loads_of_one_version_are_two_deployments_and_comparing_rollouts_never_raises(world: World) -> None:
+    """A version loaded twice (the watcher and a command at once) holds equal but distinct tables; rollouts compare
+    by the deployments they hold, never by the tables' DataFrames (whose truth value raises)."""
+    new_version(world, "v2")
+    pipeline = build_pipeline(world.settings, candidates_dir=world.folder)
+    first, second = pipeline._load(Version("v2")), pipeline._load(Version("v2"))
+    stable = pipeline.rollout.stable
+    assert Rollout(stable, first, 50) == Rollout(stable, first, 50)
+    assert Rollout(stable, first, 50) != Rollout(stable, second, 50)
+    pipeline.close()
