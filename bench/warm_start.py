@@ -3,14 +3,14 @@
 Model A is trained from scratch on the events before `cut_a`; model B on the events before `cut_b`, once from
 scratch (`epochs`, as the pipeline did) and warm-started from A (`warm_epochs` at `warm_learning_rate` on the
 events after A's data plus a `replay_share` sample of the earlier ones, as the pipeline does now), once per
-replay share in `SHARES`. Both B models are measured on the
-events in [cut_b, end), as next-item predictions: for each such event (an item new to its user, with at least one
-earlier event of the user, before or in the window), the user vector from the user's previous `history` items,
-the K nearest items by cosine with the user's earlier items left out; recall@K is the share of events whose item
-is among them.
+replay share in `SHARES`. The B models are measured on the events in [cut_b, end), as next-item predictions:
+for each such event (an item new to its user, with at least one earlier event of the user, before or in the
+window), the user vector from the user's previous `history` items, the K nearest items by cosine with the user's
+earlier items left out; recall@K is the share of events whose item is among them.
 
-Usage: `python -m bench.warm_start [movielens|synthetic|both]` (default both). ml-latest-small is split at event
-quantiles (A before the 90th percentile of event times, B before the 95th, measured on the last 5%: its days
+Usage: `python -m bench.warm_start [movielens|synthetic|both]` (default both); `python -m bench.warm_start scale N`
+times one warm update on a lake of N interactions shaped like the 10M world (see `scale`). ml-latest-small is split
+at event quantiles (A before the 90th percentile of event times, B before the 95th, measured on the last 5%: its days
 hold a dozen events each); the synthetic world by days (A before day D-1, B before day D, measured from day D on,
 D the third-last day, the last being partial). Figures go to `bench/results/warm_start.json` (running one
 dataset keeps the other's figures).
@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from bench.common import RESULTS, record, synthetic
-from embeddings.train import TrainConfig, Trained, item_vectors, save, train_frame, user_vectors
+from bench.feature_job import build_lake
+from embeddings.train import TrainConfig, Trained, item_vectors, save, train, train_frame, user_vectors
 from ingestion.generic import GenericSource
 from ingestion.movielens import MovieLensSource
 from ingestion.synthetic import SyntheticConfig
@@ -125,15 +126,42 @@ def synthetic_world() -> dict[str, Any]:
                                                         TrainConfig(epochs=12), Path(folder))}
 
 
+def scale(interactions: int) -> dict[str, Any]:
+    """A warm update on a lake of the 10M world's shape (200k users, 50k items, 90 days) scaled to `interactions`:
+    the time of every part of `train`, whose data path still reads and windows every event (for the histories)
+    while training only on the last day's events and the replay sample."""
+    lake = build_lake(SyntheticConfig(users=200_000, items=50_000, interactions=interactions, days=90))
+    days = sorted((lake.root / "interactions").glob("event_date=*"))
+    last = pd.Timestamp(days[-1].name.split("=", 1)[1], tz="UTC")
+    config = TrainConfig(epochs=12)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        old = train(lake, replace(config, until=last, max_steps=20), progress=print)  # a stand-in for the old version
+        save(old, Path(folder) / "A")
+        setup = time.perf_counter() - started
+        started = time.perf_counter()
+        warm = train(lake, replace(config, warm_start=Path(folder) / "A"), progress=print)
+        seconds = time.perf_counter() - started
+    return {"interactions": interactions, "users": 200_000, "items": 50_000, "days": 90,
+            "old_version_s": round(setup, 1), "warm_update_s": round(seconds, 1), "steps": len(warm.losses),
+            "examples_per_s": round(warm.examples_per_second), "epochs": warm.start.epochs,
+            "replay_share": config.replay_share, "note": warm.start.note,
+            "examples_about": len(warm.losses) * config.batch_size, "rows_copied": warm.start.copied}
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "both"
     last = RESULTS / "warm_start.json"
     kept = json.loads(last.read_text()) if which != "both" and last.is_file() else {}
-    figures: dict[str, Any] = {k: v for k, v in kept.items() if k in ("ml_latest_small", "synthetic")}
+    figures: dict[str, Any] = {k: v for k, v in kept.items() if k in ("ml_latest_small", "synthetic")
+                               or k.startswith("scale_")}
     if which in ("movielens", "both"):
         figures["ml_latest_small"] = movielens()
     if which in ("synthetic", "both"):
         figures["synthetic"] = synthetic_world()
+    if which == "scale":
+        interactions = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
+        figures[f"scale_{interactions}"] = scale(interactions)
     record("warm_start", figures, RESULTS / "warm_start.json")
 
 
