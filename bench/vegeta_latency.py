@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--cached-rates", default="500")
     parser.add_argument("--interactions-rates", default="500")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--out", type=Path, default=OUT, help="results JSON (a smoke run: somewhere else)")
     args = parser.parse_args()
     binary = vegeta()
     world = small_world()
@@ -137,14 +138,14 @@ def main() -> None:
                 runs.append(summarise(attack(binary, lines, rate, args.seconds), path, rate, args.seconds))
                 print(path, json.dumps({k: v for k, v in runs[-1].items() if k != "answers"}), flush=True)
             paths[path] = {"server": info, "runs": runs}
-    previous = json.loads(OUT.read_text()) if OUT.exists() else {}
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     stamp = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit()}
     record("vegeta_latency", {
         "load": "vegeta attack (Go, open loop at a constant rate, 16 workers, keep-alive), latency from each send; "
                 "users drawn at random (seeded) over all users; GETs at as_of = the data's end",
         "machine": machine(),
         "runs": {**previous.get("runs", {}), f"{args.workers}w": {**stamp, "workers": args.workers, "paths": paths}},
-    }, OUT)
+    }, args.out)
 
 
 if __name__ == "__main__":
