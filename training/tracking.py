@@ -25,13 +25,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from embeddings.artifacts import CandidateArtifacts
-from embeddings.train import TrainConfig
 from recsys.settings import Settings
+
+if TYPE_CHECKING:  # not at run time: a release command looking up runs needs no torch
+    from embeddings.artifacts import CandidateArtifacts
+    from embeddings.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,39 @@ def annotate(settings: Settings, tracked: Tracked, kind: str, metrics: Mapping[s
     return True
 
 
+def find_run(settings: Settings, kind: str, version: str) -> Tracked | None:
+    """The newest run that recorded `kind` `version` (by its tags), with its registered version's number; None
+    when no run did (or no local store exists yet)."""
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None  # nothing was ever recorded here: do not create a store to search it
+    with _client(settings) as client:
+        experiment = client.get_experiment_by_name(settings.tracking.experiment)
+        if experiment is None:
+            return None
+        runs = client.search_runs([experiment.experiment_id], f"tags.kind = '{kind}' and tags.version = '{version}'",
+                                  max_results=1, order_by=["attributes.start_time DESC"])
+        if not runs:
+            return None
+        run_id = runs[0].info.run_id
+        registered = client.search_model_versions(f"name = '{kind}' and run_id = '{run_id}'")
+        return Tracked(str(run_id), str(registered[0].version) if registered else None)
+
+
+def annotate_version(settings: Settings, kind: str, version: str, metrics: Mapping[str, float] | None = None,
+                     tags: Mapping[str, str] | None = None, progress: Callable[[str], None] = print) -> bool:
+    """`annotate` the newest run of `kind` `version`, found by its tags (a release knows versions, not runs);
+    never raises. False when tracking is off, no run recorded that version, or the store failed."""
+    if not settings.tracking.enabled:
+        return False
+    try:
+        tracked = find_run(settings, kind, version)
+    except Exception as exc:  # as in `track`
+        _report(progress, f"run of {kind} {version} not looked up", exc)
+        return False
+    return tracked is not None and annotate(settings, tracked, kind, metrics, tags, progress)
+
+
 def log_run(settings: Settings, record: RunRecord) -> str:
     """Record one finished run (parameters, metrics, curves, artifacts, tags); returns its run id."""
     from mlflow.entities import Metric, Param
@@ -205,11 +240,13 @@ def runs_frame(settings: Settings, kind: str | None = None, max_results: int = 1
 
 
 def candidate_record(built: CandidateArtifacts, config: TrainConfig) -> RunRecord:
-    """The run of a two-tower build: its training config, loss curve, throughput and sizes; the metadata
-    and loss plot of `models/<version>/` as artifacts (not the weights, index or neighbours themselves)."""
+    """The run of a two-tower build: its training config, how it began (`start.*`: the version it was warm-started
+    from, epochs trained, replay share, rows copied; `embeddings.warm_start.Start`), loss curve, throughput and
+    sizes; the metadata and loss plot of `models/<version>/` as artifacts (not the weights, index or neighbours)."""
     meta = json.loads((built.folder / "two_tower" / "meta.json").read_text())
     losses = [float(v) for v in meta.get("losses", [])]
-    last_epoch = losses[-max(1, math.ceil(len(losses) / max(config.epochs, 1))):]
+    epochs = built.start.epochs or config.epochs  # a warm start trains its own number of epochs
+    last_epoch = losses[-max(1, math.ceil(len(losses) / max(epochs, 1))):]
     metrics = {"items": float(built.items), "users": float(built.users),
                "examples_per_second": float(meta.get("examples_per_second", float("nan")))}
     if last_epoch:
@@ -217,7 +254,8 @@ def candidate_record(built: CandidateArtifacts, config: TrainConfig) -> RunRecor
     artifacts = [built.folder / "two_tower" / "meta.json", built.folder / "two_tower" / "loss.png"]
     artifacts += [built.folder / part / "meta.json" for part in ("item_index", "item_neighbours")]
     return RunRecord(kind="two-tower", version=built.version, serving_ref=f"models/{built.version}",
-                     source=built.folder, params=dataclasses.asdict(config), metrics=metrics,
+                     source=built.folder, params={**dataclasses.asdict(config), "start": built.start.as_dict()},
+                     metrics=metrics,
                      curves={"loss": losses}, artifacts=[a for a in artifacts if a.exists()],
                      artifacts_base=built.folder,
                      data_start=_time(meta.get("data_start")), data_end=_time(meta.get("data_end")))

@@ -11,6 +11,10 @@ its own). The serving log has no errors (the pipeline always answers): the degra
 is compared like with like: answers computed for a user with history (neither layer 1, which a canary never
 uses, nor the cheap cold-start path). Stable's users mostly get precomputed lists, so when stable has too few
 computed answers to be a baseline, the canary's p99 is held to the request budget instead.
+
+Every change also tags the runs that made the versions concerned, found in experiment tracking by their version
+(`training.tracking.annotate_version`; the run and its registered version): `release` is `stable`, `canary N%`,
+or, once out of the release, `rolled back` or `retired`. A tracking failure is reported, the release stands.
 """
 
 from __future__ import annotations
@@ -165,7 +169,35 @@ def _write(settings: Settings, before: Release | None, after: Release, progress:
     if before is None or before.stable != after.stable:
         _make_stable(settings, after.stable, progress)
     write_release(settings.data_path, after)
+    _track_states(settings, before, after, progress)
     return after
+
+
+def release_states(release: Release | None) -> dict[Version, str]:
+    """The state of each version in the release: `stable`, `canary N%`."""
+    if release is None:
+        return {}
+    states = {release.stable: "stable"}
+    if release.canary is not None:
+        states[release.canary] = f"canary {release.share}%"
+    return states
+
+
+def _track_states(settings: Settings, before: Release | None, after: Release,
+                  progress: Callable[[str], None]) -> None:
+    """Each version whose state changed gets it as the `release` tag of its two-tower and ranker runs."""
+    if not settings.tracking.enabled:
+        return
+    from training.tracking import annotate_version
+
+    old, new = release_states(before), release_states(after)
+    left = "rolled back" if after.history and after.history[-1]["action"] == "rolled back" else "retired"
+    changed = {version: state for version, state in new.items() if old.get(version) != state}
+    changed |= {version: left for version in old if version not in new}
+    for version, state in changed.items():
+        annotate_version(settings, "two-tower", version.candidates, tags={"release": state}, progress=progress)
+        if version.ranker:
+            annotate_version(settings, RANKER, version.ranker, tags={"release": state}, progress=progress)
 
 
 def _make_stable(settings: Settings, version: Version, progress: Callable[[str], None]) -> None:

@@ -10,6 +10,12 @@ both vocabularies know and the dense layers copied) and trained `pipeline.warm_e
 has not seen plus a `pipeline.replay_share` sample of those it has; the first run, `--full`, or a serving version
 it cannot start from (no saved weights, another width, or trained on the held-out day) trains `pipeline.epochs`
 from scratch, and the step's note says which.
+
+Experiment tracking (`training.tracking`, MLflow): the candidates and ranker steps each record their run and
+register its version (the run id and version number in their outputs, `mlflow_run_id`, `mlflow_version`); the
+gate adds the held-out day's metrics (`heldout/new|serving|popularity/...`) and its verdict (tags `gate`
+passed|rejected, `gate_reasons`) to both runs; the release (`workflow.release`) tags them with their state. A
+tracking store that fails is reported and never fails a step.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -26,6 +32,9 @@ from recsys.backends import open_catalog, open_interactions, open_lake
 from recsys.errors import InvalidInputError
 from recsys.settings import Settings
 from workflow.runner import Rejected, RunContext, Step, StepResult
+
+if TYPE_CHECKING:
+    from training.tracking import RunRecord
 
 RUN_STORE = "bentoml"  # the run's own BentoML home: its ranker waits there until publication
 
@@ -106,6 +115,7 @@ def candidates_step(context: RunContext) -> StepResult:
     `models/<version>` folder, not published."""
     from embeddings.artifacts import build_candidate_artifacts
     from embeddings.train import TrainConfig
+    from training.tracking import candidate_record
     from workflow.release import stable_version
 
     settings, config, full = context.settings, context.settings.pipeline, context.manifest.options.get("full")
@@ -118,10 +128,11 @@ def candidates_step(context: RunContext) -> StepResult:
     built = build_candidate_artifacts(settings, train,
                                       progress=lambda message: context.progress(f"  [candidates] {message}"),
                                       version=version, publish=False)
+    tracked = _track(context, "candidates", candidate_record(built, train))
     return StepResult(inputs={"until": until.isoformat(), "warm_start": str(warm) if warm else None,
                               "epochs": built.start.epochs, "replay_share": config.replay_share if warm else None},
                       outputs={"version": built.version, "folder": str(built.folder),
-                               "warm_from": built.start.warm_from},
+                               "warm_from": built.start.warm_from, **tracked},
                       versions={"candidates": built.version}, metrics={"items": built.items, "users": built.users},
                       note=built.start.note if warm else f"from scratch ({'--full' if full else 'nothing in service'})")
 
@@ -130,7 +141,7 @@ def ranker_step(context: RunContext) -> StepResult:
     """The Wide & Deep ranker on the events before the held-out day (`training.ranker_eval`), measured on that
     day, saved in the run's own model store until publication."""
     from recsys.features.store import open_feature_store
-    from training.ranker_eval import RankedCandidates, RankerEvalConfig
+    from training.ranker_eval import RankedCandidates, RankerEvalConfig, RankerRun, ranker_record
     from training.ranker_train import RankerTrainConfig, plot_curves, save_ranker
     from workflow.evaluate import held_out_day
 
@@ -149,11 +160,13 @@ def ranker_step(context: RunContext) -> StepResult:
     ranked.fit(train)
     metrics = ranked.holdout_metrics(test)
     assert ranked.trained is not None and ranked.data_window is not None
-    plot_curves(ranked.trained.history, context.run_dir / "ranker_curve.png")
+    curve = context.run_dir / "ranker_curve.png"
+    plot_curves(ranked.trained.history, curve)
     first, last = (t.to_pydatetime() for t in ranked.data_window)
     home = context.run_dir / RUN_STORE
     tag = save_ranker(ranked.trained, ranked.config.service, first, last, metrics, home)
-    return StepResult(outputs={"tag": tag, "home": str(home)}, versions={"ranker": tag.split(":", 1)[1]},
+    tracked = _track(context, "ranker", ranker_record(ranked, RankerRun(tag, metrics, curve)))
+    return StepResult(outputs={"tag": tag, "home": str(home), **tracked}, versions={"ranker": tag.split(":", 1)[1]},
                       metrics={k: float(v) for k, v in metrics.items()})
 
 
@@ -210,6 +223,7 @@ def gate_step(context: RunContext) -> StepResult:
         checks["latency"] = probe
         reasons += judge_latency(probe, config)
     result = StepResult(metrics=checks, outputs={"reasons": reasons})
+    _annotate_runs(context, evaluation, checks.get("latency"), reasons)
     if reasons:
         raise Rejected(reasons, result)
     result.note = "passed: " + ", ".join(["metrics", "popularity", "index", "latency"])
@@ -288,6 +302,44 @@ def lake_fingerprint(lake_root: Path) -> str:
         stat = path.stat()
         digest.update(f"{path.relative_to(lake_root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+TRACKED_KINDS = {"candidates": "two-tower", "ranker": "ranker"}  # step -> the registered model its run makes
+MAX_TAG = 5000  # characters of a tag value MLflow keeps
+
+
+def _track(context: RunContext, step: str, record: RunRecord) -> dict[str, str | None]:
+    """Record the step's training run (`training.tracking.track`, which never raises), tagged with the pipeline
+    run's id: the outputs that find it again (both None when tracking is off or failed)."""
+    from dataclasses import replace
+
+    from training.tracking import track
+
+    record = replace(record, tags={**record.tags, "pipeline_run": context.manifest.run_id})
+    tracked = track(context.settings, record, progress=lambda message: context.progress(f"  [{step}] {message}"))
+    return {"mlflow_run_id": tracked.run_id if tracked else None,
+            "mlflow_version": tracked.model_version if tracked else None}
+
+
+def _annotate_runs(context: RunContext, evaluation: dict[str, Any], latency: dict[str, float] | None,
+                   reasons: list[str]) -> None:
+    """The gate's findings onto the runs of the candidates and ranker steps: the held-out day's metrics of the new
+    version, the serving one and popularity, the latency probe, and the verdict as tags."""
+    from training.tracking import Tracked, annotate
+
+    metrics = {f"heldout/{who}/{name}": value for who in ("new", "serving")
+               for name, value in ((evaluation[who] or {}).get("metrics") or {}).items()}
+    metrics |= {f"heldout/popularity/{name}": value for name, value in evaluation["popularity"].items()}
+    metrics |= {f"gate/latency/{name}": value for name, value in (latency or {}).items()}
+    tags = {"gate": "rejected" if reasons else "passed", "held_out_day": evaluation["held_out_day"],
+            "gate_compared_with": evaluation["serving"]["version"] if evaluation["serving"] else "none"}
+    if reasons:
+        tags["gate_reasons"] = "; ".join(reasons)[:MAX_TAG]
+    for step, kind in TRACKED_KINDS.items():
+        outputs = context.manifest.data["steps"].get(step, {}).get("outputs") or {}
+        if outputs.get("mlflow_run_id"):
+            annotate(context.settings, Tracked(outputs["mlflow_run_id"], outputs.get("mlflow_version")), kind,
+                     metrics, tags, progress=lambda message: context.progress(f"  [gate] {message}"))
 
 
 def _run_ranker(context: RunContext) -> Any:
