@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -139,20 +139,28 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
     max_n = settings.serving.max_n
     playground = mount_playground(app, settings, service, gate)
 
-    @app.get("/recommendations", response_model=RecommendationsOut, dependencies=guarded, responses=_GET_ERRORS)
-    async def recommendations(
-        http: Request,
-        user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)],
-        n: Annotated[int, Query(ge=1, le=max_n, description=f"list length, 1 to {max_n}")] = 50,
-        device: _CONTEXT_ARG = None, page: _CONTEXT_ARG = None, session_id: _CONTEXT_ARG = None,
-        as_of: Annotated[datetime | None, Query(description="answer as at this moment (ISO 8601; naive is UTC): "
-                                                "replays and simulations; 403 unless serving.allow_as_of")] = None,
-        variant: Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, description=(
+    class RecommendationsQuery(BaseModel):
+        """GET /recommendations' query, validated as one model (one pydantic call, not one per parameter)."""
+
+        model_config = ConfigDict(extra="ignore")
+
+        user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+        n: int = Field(50, ge=1, le=max_n, description=f"list length, 1 to {max_n}")
+        device: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
+        page: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
+        session_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
+        as_of: datetime | None = Field(None, description="answer as at this moment (ISO 8601; naive is UTC): "
+                                       "replays and simulations; 403 unless serving.allow_as_of")
+        variant: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description=(
             "debugging aid (the playground): answer as this arm, `control` or a name of serving.experiments, "
             "whatever the user's bucket; the answer and the serving log name it `forced:<name>`, which "
-            "experiment reports leave out; 403 unless the key is one of serving.playground_api_keys"))] = None,
-        debug: Annotated[bool, Query(description="debugging aid: the body also carries `stage_ms` (milliseconds "
-                                     "per pipeline stage), `bucket` and `candidates_version`")] = False,
+            "experiment reports leave out; 403 unless the key is one of serving.playground_api_keys"))
+        debug: bool = Field(False, description="debugging aid: the body also carries `stage_ms` (milliseconds "
+                            "per pipeline stage), `bucket` and `candidates_version`")
+
+    @app.get("/recommendations", response_model=RecommendationsOut, dependencies=guarded, responses=_GET_ERRORS)
+    async def recommendations(
+        http: Request, query: Annotated[RecommendationsQuery, Query()],
         key: Annotated[str | None, Security(header)] = None,
     ) -> Response:
         """Top-n items for the user; headers X-Request-Id, X-Experiment, X-Model-Version and X-Degradation repeat
@@ -162,6 +170,7 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         A user the catalog does not know, or one with no event yet, gets the `cold_start` rung: the popular
         items of their onboarding categories (`POST /users`), else the popular ones.
         """
+        as_of, variant = query.as_of, query.variant
         if as_of is not None:
             if not settings.serving.allow_as_of:
                 raise ForbiddenError("as_of is for replays and simulations; this server does not accept it "
@@ -169,9 +178,10 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
             as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
         if variant is not None:
             playground.keys.check(key)
-        request = RecommendationRequest(user_id, n, RequestContext(device, page, session_id), at=as_of,
-                                        variant=variant, received_at=received_at(http))
-        return _recommendations(await run_in_threadpool(answer, request), debug)
+        request = RecommendationRequest(query.user_id, query.n, RequestContext(query.device, query.page,
+                                                                               query.session_id),
+                                        at=as_of, variant=variant, received_at=received_at(http))
+        return _recommendations(await run_in_threadpool(answer, request), query.debug)
 
     def answer(request: RecommendationRequest) -> RecommendationResponse:
         result = service.recommend(request)
