@@ -2,7 +2,9 @@
 synthetic world and the real steps (Spark, Feast, two-tower, ranker, gate, release): day 1 publishes the first
 version, day 2 imports the next day and publishes a version the gate found not worse than the one in service,
 as a 5% canary that the guardrails promote on served answers until it is stable, and day 3's model, its item
-vectors shuffled, is rejected naming the metric while serving stays as it was.
+vectors shuffled, is rejected naming the metric while serving stays as it was. Each day's two-tower and ranker runs
+are in experiment tracking (MLflow, the local store of the test's folder) with the gate's verdict and, once
+released, their release state.
 
 The training is made small (`pipeline.*` below) so the module runs in a few minutes on 2 cores;
 `bench/consecutive_days.py` runs the same days on a larger world.
@@ -17,12 +19,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from bench.consecutive_days import World, broken_steps, make_world, rehearsal_settings, roll_out
 from ingestion.synthetic import SyntheticConfig
 from recsys.release import read_release, release_path
 from recsys.settings import Settings
 from tests.conftest import make_settings, own_feature_repo
+from training.tracking import list_versions
 from workflow.daily import RunOutcome, run_pipeline
 
 K = 20
@@ -123,3 +127,30 @@ def test_day_three_broken_model_is_rejected_naming_the_metric_and_serving_is_unc
     assert steps["publish"]["status"] == "pending"
     assert {path.name: path.read_bytes() for path in serving_files(days.settings)} == served
     assert (days.settings.data_path / "models" / version_of(outcome) / "item_index").is_dir()  # kept to inspect
+
+
+def test_each_day_records_its_runs_in_mlflow_with_the_gate_verdict_and_release_state(
+        days: Days, day1: RunOutcome, day2: tuple[RunOutcome, list[dict[str, Any]]],
+        day3: tuple[RunOutcome, dict[str, bytes]]) -> None:
+    client = MlflowClient(days.settings.tracking_uri)
+    recorded = {}
+    for day, outcome in (("day1", day1), ("day2", day2[0]), ("day3", day3[0])):
+        steps = manifest(outcome)["steps"]
+        for step, kind in (("candidates", "two-tower"), ("ranker", "ranker")):
+            outputs = steps[step]["outputs"]
+            run = client.get_run(outputs["mlflow_run_id"]).data
+            version = steps[step]["versions"][step]
+            assert (run.tags["kind"], run.tags["version"], run.tags["pipeline_run"]) == (kind, version, outcome.run_id)
+            assert "heldout/new/ndcg_at_10" in run.metrics and "heldout/popularity/ndcg_at_10" in run.metrics
+            recorded[day, kind] = (run, outputs["mlflow_version"])
+    expected = {"day1": ("passed", "retired"), "day2": ("passed", "stable"), "day3": ("rejected", None)}
+    for (day, kind), (run, _) in recorded.items():
+        assert (run.tags["gate"], run.tags.get("release")) == expected[day], (day, kind)
+    day3_run = recorded["day3", "two-tower"][0]
+    assert day3_run.tags["gate_reasons"] == "; ".join(day3[0].reasons)
+    assert day3_run.tags["gate_compared_with"] == version_of(day2[0])
+    assert f"heldout/serving/ann_recall_at_{K}" in day3_run.metrics
+    warm_from = manifest(day2[0])["steps"]["candidates"]["outputs"]["warm_from"]
+    assert recorded["day2", "two-tower"][0].params["start.warm_from"] == str(warm_from)  # the warm start's input
+    registered = {v.version: v.tags.get("release") for v in list_versions(days.settings, "two-tower")}
+    assert registered == {recorded[day, "two-tower"][1]: expected[day][1] for day in ("day1", "day2", "day3")}
