@@ -315,6 +315,10 @@ class PipelineSettings(_Section):
                                "it sooner)")
     ranker_members: int = Field(5, ge=1, description="ranker networks from different seeds, averaged")
     precompute_k: int = Field(100, ge=1, description="list length precomputed per active user after publication")
+    precompute_active_days: int | None = Field(30, ge=1, description="the precompute step writes lists for users "
+                                               "with events in this many days before the newest one (a list lives "
+                                               "serving.precomputed_ttl_seconds; the others take the full path); "
+                                               "None: every user in the lake")
     drift: bool = Field(True, description="end with the drift report (`recsys monitor drift`)")
     canary_share: int = Field(0, ge=0, le=100, description="percent of users a passing version goes to first "
                               "(a canary beside the stable version); 0: it replaces the stable version at once")

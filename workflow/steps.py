@@ -259,19 +259,21 @@ def publish_step(context: RunContext) -> StepResult:
 
 
 def precompute_step(context: RunContext) -> StepResult:
-    """Layer 1 for every active user, through the serving pipeline of the published version (`recsys precompute`)."""
+    """Layer 1 for the users active in the last `pipeline.precompute_active_days`, through the serving pipeline of
+    the published version (`recsys precompute`)."""
     from bento_services.pipeline.batch import active_users, batch_settings
     from bento_services.pipeline.batch import precompute as run_precompute
     from bento_services.pipeline.rankers import build_serving_pipeline
 
     settings = context.settings
-    users = active_users(settings)
+    users = active_users(settings, settings.pipeline.precompute_active_days)
     pipeline = build_serving_pipeline(batch_settings(settings))
     try:
         written = run_precompute(pipeline, users, settings.pipeline.precompute_k, as_of=context.as_of)
     finally:
         pipeline.close()
-    return StepResult(metrics={"users": written, "k": settings.pipeline.precompute_k})
+    return StepResult(inputs={"active_days": settings.pipeline.precompute_active_days, "active_users": len(users)},
+                      metrics={"users": written, "k": settings.pipeline.precompute_k})
 
 
 def drift_step(context: RunContext) -> StepResult:

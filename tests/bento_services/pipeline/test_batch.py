@@ -115,3 +115,13 @@ def test_batch_settings_give_every_stage_a_generous_budget(world: World) -> None
     assert all(ms >= 30_000 for ms in relaxed.serving.stage_timeout_ms.values())
     assert {"candidates", "features", "ranking", "user_state"} <= set(relaxed.serving.stage_timeout_ms)
     assert world.settings.serving.stage_timeout_ms["candidates"] < 30_000  # the online settings are untouched
+
+
+def test_active_users_are_those_with_events_in_the_last_days_before_the_newest(world: World) -> None:
+    from bento_services.pipeline.batch import active_users
+
+    events = world.events
+    newest = pd.Timestamp(events["event_time"].max())
+    recent = events[pd.to_datetime(events["event_time"], utc=True) >= newest - pd.Timedelta(days=2)]
+    assert active_users(world.settings, since_days=2) == sorted(map(str, recent["user_id"].unique()))
+    assert set(active_users(world.settings, since_days=2)) < set(active_users(world.settings))
