@@ -31,7 +31,7 @@ def _quiet(_: str) -> None:
 
 
 def _recorded(settings: Settings, version: Version) -> tuple[Tracked, Tracked]:
-    """The two runs a pipeline run records for `version`, and its folder (what a release needs to make it stable)."""
+    """The two runs a pipeline run records for `version`; its folder (what a release needs to make it stable)."""
     (settings.data_path / "models" / version.candidates / "item_index").mkdir(parents=True)
     two_tower = track(settings, RunRecord("two-tower", version.candidates, f"models/{version.candidates}"), _quiet)
     ranker = track(settings, RunRecord("ranker", str(version.ranker), f"ranker:{version.ranker}"), _quiet)
@@ -41,12 +41,12 @@ def _recorded(settings: Settings, version: Version) -> tuple[Tracked, Tracked]:
 
 def _release_tags(settings: Settings, version: Version) -> tuple[str | None, str | None]:
     """The `release` tag of the version's two-tower run and of its registered ranker version."""
-    client = MlflowClient(settings.tracking_uri)
-    tracked = find_run(settings, "two-tower", version.candidates)
-    assert tracked is not None
-    ranker = {v.version: v.tags for v in list_versions(settings, "ranker")}[
-        str(find_run(settings, "ranker", str(version.ranker)).model_version)]  # type: ignore[union-attr]
-    return client.get_run(tracked.run_id).data.tags.get("release"), ranker.get("release")
+    two_tower, ranker = find_run(settings, "two-tower", version.candidates), find_run(settings, "ranker",
+                                                                                      str(version.ranker))
+    assert two_tower is not None and ranker is not None
+    registered = {v.version: v.tags for v in list_versions(settings, "ranker")}[str(ranker.model_version)]
+    return MlflowClient(settings.tracking_uri).get_run(two_tower.run_id).data.tags.get("release"), \
+        registered.get("release")
 
 
 def test_each_release_change_tags_the_runs_of_the_versions_it_concerns(tmp_path: Path) -> None:
