@@ -23,6 +23,7 @@ import pandas as pd
 from recsys.backends import open_lake
 from recsys.models.candidates import (
     POPULAR_KEPT,
+    TRENDING_DAYS,
     Candidate,
     CandidateGenerator,
     CandidateTables,
@@ -34,6 +35,7 @@ from recsys.models.candidates import (
 from recsys.models.item_index import ItemIndex
 from recsys.models.neighbours import load_neighbours
 from recsys.settings import Settings
+from recsys.stores.lake import ItemActivity
 
 log = logging.getLogger(__name__)
 FRESH_DAYS = 30
@@ -90,19 +92,19 @@ def load_serving_tables(settings: Settings, folder: Path | None) -> ServingTable
     if items is None:
         items = pd.DataFrame({"item_id": pd.Series(dtype=str), "category": pd.Series(dtype=object),
                               "tags": pd.Series(dtype=object)})
-    events = _events(settings)
-    counts = events["item_id"].value_counts()
+    activity = _activity(settings)
+    counts = activity.counts
     popular = popular_items(counts)
     if not popular:  # no events yet: the floor is the catalog itself, so an answer is never empty
         popular = [(str(i), 0.0) for i in items["item_id"].head(POPULAR_KEPT)]
-    now = events["event_time"].max() if len(events) else pd.Timestamp.now(tz="UTC")
-    attributes = _attributes(items, events, now)
+    now = activity.newest if activity.newest is not None else pd.Timestamp.now(tz="UTC")
+    attributes = _attributes(items, activity.first_seen, now)
     version = folder.name if folder is not None else "none"
     if folder is None:
         return ServingTables(version, None, version, popular, attributes, "no candidate artifact (models/CURRENT)")
     try:
         index = ItemIndex.load(folder / "item_index")
-        tables = build_tables(items, events, index, _vectors(index), now.to_pydatetime(),
+        tables = build_tables(items, activity.recent, index, _vectors(index), now.to_pydatetime(),
                               neighbours=load_neighbours(folder), counts=counts)
     except Exception as exc:  # noqa: BLE001 - a missing or corrupt index is a rung of the ladder, not a crash
         log.warning("candidate index at %s unusable: %r", folder, exc)
@@ -110,21 +112,20 @@ def load_serving_tables(settings: Settings, folder: Path | None) -> ServingTable
     return ServingTables(index.meta.model_version or version, tables, folder.name, popular, attributes)
 
 
-def _events(settings: Settings) -> pd.DataFrame:
+def _activity(settings: Settings) -> ItemActivity:
+    """Per-item counts, first sightings and the trending window, aggregated from the lake in batches: start-up
+    memory follows the catalog, not the number of interactions."""
     try:
-        table = open_lake(settings).interactions(columns=["user_id", "item_id", "event_time"])
-        return table.to_pandas()
-    except Exception as exc:  # noqa: BLE001 - an empty lake is a valid (cold) start
+        return open_lake(settings).item_activity(recent_days=TRENDING_DAYS)
+    except Exception as exc:  # noqa: BLE001 - an empty or unreadable lake is a valid (cold) start
         log.warning("no interaction history in the lake: %r", exc)
-        return pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
-                             "event_time": pd.Series(dtype="datetime64[ms, UTC]")})
+        return ItemActivity.empty()
 
 
-def _attributes(items: pd.DataFrame, events: pd.DataFrame, now: pd.Timestamp) -> ItemAttributes:
+def _attributes(items: pd.DataFrame, first_seen: pd.Series, now: pd.Timestamp) -> ItemAttributes:
     ids = items["item_id"].astype(str)
     category = dict(zip(ids, items["category"].fillna("").astype(str)))
     inactive = set(ids[~items["is_active"].astype(bool)]) if "is_active" in items else set()
-    first_seen = events.groupby("item_id")["event_time"].min() if len(events) else pd.Series(dtype=object)
     fresh = {str(i) for i in first_seen[first_seen >= now - timedelta(days=FRESH_DAYS)].index}
     return ItemAttributes(category, inactive, fresh)
 

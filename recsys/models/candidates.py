@@ -33,6 +33,7 @@ from recsys.models.neighbours import ItemNeighbours
 RRF_K = 60.0
 #: The newest recent items the similar-items source reads.
 SIMILAR_HISTORY = 200
+TRENDING_DAYS = 7  # trending counts the events of this many days before `now` (`build_tables`); older ones: none
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,9 @@ def build_tables(
     half_life_days: float = 2.0, per_category: int = 500, neighbours: ItemNeighbours | None = None,
     counts: pd.Series | None = None,
 ) -> CandidateTables:
-    """Popularity per category, trending (events of the last 7 days, halved every `half_life_days`).
-    `counts`: events per item, most first, when the caller already has them."""
+    """Popularity per category, trending (events of the last TRENDING_DAYS, halved every `half_life_days`).
+    `counts`: events per item, most first, when the caller already has them; `events` then need only hold the
+    trending window."""
     catalog = items.set_index("item_id")
     if "is_active" not in catalog:
         catalog["is_active"] = True
@@ -144,7 +146,7 @@ def build_tables(
         str(c): [(i, float(n)) for i, n in counts[category == c].head(per_category).items()]
         for c in category.dropna().unique()
     }
-    recent = events[events["event_time"] >= pd.Timestamp(now) - timedelta(days=7)]
+    recent = events[events["event_time"] >= pd.Timestamp(now) - timedelta(days=TRENDING_DAYS)]
     age_days = (pd.Timestamp(now) - recent["event_time"]).dt.total_seconds() / 86400
     trend = (0.5 ** (age_days / half_life_days)).groupby(recent["item_id"]).sum().sort_values(ascending=False)
     by_tag: dict[str, list[str]] = defaultdict(list)

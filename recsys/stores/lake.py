@@ -19,6 +19,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,25 @@ import pyarrow.parquet as pq
 from recsys.events import INTERACTION_SCHEMA, to_arrow
 
 PARTITION = "event_date"
+ACTIVITY_BATCH_ROWS = 1 << 20  # rows of interactions aggregated at a time by `Lake.item_activity`
+ACTIVITY_PARTS_MERGED = 16  # partial aggregates kept before they are merged into one
+
+
+@dataclass(frozen=True)
+class ItemActivity:
+    """What the lake's interactions say per item: events (most first; ties by item id), the first event's time,
+    the newest event of all, and the events (item_id, event_time) of the recent window before it."""
+
+    counts: pd.Series  # item_id -> events
+    first_seen: pd.Series  # item_id -> first event time (UTC)
+    newest: pd.Timestamp | None
+    recent: pd.DataFrame  # item_id, event_time
+
+    @classmethod
+    def empty(cls) -> ItemActivity:
+        return cls(pd.Series(dtype="int64", name="count"), pd.Series(dtype="datetime64[ms, UTC]", name="first_seen"),
+                   None, pd.DataFrame({"item_id": pd.Series(dtype=str),
+                                       "event_time": pd.Series(dtype="datetime64[ms, UTC]")}))
 
 
 class Lake:
@@ -71,9 +91,39 @@ class Lake:
     def interactions(self, filter: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
         if not self.interactions_path.exists():
             return INTERACTION_SCHEMA.empty_table()
-        dataset = ds.dataset(self.interactions_path, format="parquet", partitioning="hive",
-                             schema=INTERACTION_SCHEMA.append(pa.field(PARTITION, pa.string())))
-        return dataset.to_table(filter=filter, columns=columns)
+        return self._interactions_dataset().to_table(filter=filter, columns=columns)
+
+    def item_activity(self, recent_days: float) -> ItemActivity:
+        """Per-item aggregates of every interaction, read in batches: memory follows the catalog, not the number of
+        interactions (what a serving process needs at start-up: popularity, first sightings, the recent window)."""
+        if not self.interactions_path.exists():
+            return ItemActivity.empty()
+        dataset = self._interactions_dataset()
+        parts: list[pa.Table] = []
+        for batch in dataset.to_batches(columns=["item_id", "event_time"], batch_size=ACTIVITY_BATCH_ROWS):
+            if batch.num_rows:
+                parts.append(_item_totals(pa.Table.from_batches([batch])))
+            if len(parts) >= ACTIVITY_PARTS_MERGED:  # keep the partial aggregates bounded too
+                parts = [_merge_totals(parts)]
+        if not parts:
+            return ItemActivity.empty()
+        totals = _merge_totals(parts).to_pandas()
+        totals = totals.sort_values(["count", "item_id"], ascending=[False, True], kind="stable")
+        newest = pd.Timestamp(totals["last"].max())
+        since = pa.scalar((newest - pd.Timedelta(days=recent_days)).to_pydatetime(),
+                          INTERACTION_SCHEMA.field("event_time").type)
+        recent = dataset.to_table(columns=["item_id", "event_time"], filter=ds.field("event_time") >= since)
+        activity = ItemActivity(counts=pd.Series(totals["count"].to_numpy(), index=totals["item_id"].to_numpy(),
+                                             name="count"),
+                            first_seen=pd.Series(totals["first"].to_numpy(), index=totals["item_id"].to_numpy(),
+                                                 name="first_seen"),
+                            newest=newest, recent=recent.to_pandas())
+        pa.default_memory_pool().release_unused()  # the batches' buffers back to the system, not kept for reuse
+        return activity
+
+    def _interactions_dataset(self) -> ds.Dataset:
+        return ds.dataset(self.interactions_path, format="parquet", partitioning="hive",
+                          schema=INTERACTION_SCHEMA.append(pa.field(PARTITION, pa.string())))
 
     def count_interactions(self) -> int:
         if not self.interactions_path.exists():
@@ -102,6 +152,19 @@ class Lake:
         folder = self.catalog_path / name
         done = sorted(p for p in folder.glob("snapshot=*") if (p / "_digest").exists()) if folder.exists() else []
         return done[-1] if done else None
+
+
+def _item_totals(table: pa.Table) -> pa.Table:
+    """item_id, count, first, last of a batch of (item_id, event_time)."""
+    grouped = table.group_by("item_id").aggregate([("item_id", "count"), ("event_time", "min"),
+                                                    ("event_time", "max")])
+    return grouped.rename_columns({"item_id_count": "count", "event_time_min": "first", "event_time_max": "last"})
+
+
+def _merge_totals(parts: list[pa.Table]) -> pa.Table:
+    grouped = pa.concat_tables(parts).group_by("item_id").aggregate([("count", "sum"), ("first", "min"),
+                                                                      ("last", "max")])
+    return grouped.rename_columns({"count_sum": "count", "first_min": "first", "last_max": "last"})
 
 
 def _unique_events(table: pa.Table) -> pa.Table:

@@ -75,3 +75,36 @@ def test_concurrent_writers_of_one_day_keep_every_event(tmp_path: Path) -> None:
 
 def _write(root: Path, ids: list[str]) -> None:
     Lake(root).write_interactions(frame(ids, ["2024-01-01T10:00:00Z"] * len(ids)))
+
+
+def test_item_activity_equals_the_aggregates_of_every_event_read_in_small_batches(tmp_path: Path,
+                                                                                  monkeypatch: object) -> None:
+    import numpy as np
+    import pytest
+
+    from recsys.stores import lake as lake_module
+
+    rng = np.random.default_rng(5)
+    count = 3_000
+    times = pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 30 * 86_400, count), unit="s")
+    events = pd.DataFrame({
+        "event_id": [f"e{k}" for k in range(count)], "user_id": [f"u{k % 50}" for k in range(count)],
+        "item_id": [f"i{k}" for k in rng.zipf(1.5, count) % 200], "event_time": times, "action_type": "view",
+        "value": None, "session_id": None, "context": None})[list(INTERACTION_COLUMNS)]
+    lake = Lake(tmp_path)
+    lake.write_interactions(events)
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(lake_module, "ACTIVITY_BATCH_ROWS", 97)  # many batches, merged several times over
+    monkeypatch.setattr(lake_module, "ACTIVITY_PARTS_MERGED", 3)
+    activity = lake.item_activity(recent_days=7)
+
+    expected = events.groupby("item_id").agg(count=("event_id", "size"), first=("event_time", "min"))
+    assert activity.counts.to_dict() == expected["count"].to_dict()
+    assert list(activity.counts.to_numpy()) == sorted(activity.counts.to_numpy(), reverse=True)
+    assert {i: pd.Timestamp(t) for i, t in activity.first_seen.items()} == expected["first"].to_dict()
+    assert activity.newest == events["event_time"].max()
+    window = events[events["event_time"] >= events["event_time"].max() - pd.Timedelta(days=7)]
+    assert sorted(zip(activity.recent["item_id"], activity.recent["event_time"])) == sorted(
+        zip(window["item_id"], window["event_time"]))
+    empty = Lake(tmp_path / "none").item_activity(recent_days=7)
+    assert empty.newest is None and empty.counts.empty and empty.recent.empty
