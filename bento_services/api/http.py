@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
@@ -82,6 +83,10 @@ RATE_LIMIT_TIMEOUT_S = 0.05  # a shared-bucket read past this falls back to the 
 RECEIVED_AT = "recsys_received_at"  # in the request's state: when `Edge` took it in (`time.monotonic()`)
 #: What `debug=true` adds to the body of GET /recommendations (the rest of LOG_ONLY stays in the serving log).
 DEBUG_FIELDS = frozenset({"stage_ms", "bucket", "candidates_version"})
+#: FastAPI's own OpenTelemetry spans, metrics and logs per request, off: FastAPI turns them on whenever a provider
+#: is installed (a host such as BentoML may install one) and no exporter is configured; the API exports its own
+#: metrics at /metrics.
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 _CONTEXT_ARG = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
@@ -122,7 +127,8 @@ def create_app(settings: Settings, service: RecommendationService, bus: EventBus
         return Accepted(event_id=event.event_id)
 
     app = FastAPI(title="recsys", version="1.0", lifespan=lifespan, summary="Recommendations, interactions "
-                  "and feedback; every answer names its experiment variant, model version and degradation.")
+                  "and feedback; every answer names its experiment variant, model version and degradation.",
+                  telemetry=NO_TELEMETRY)
     app.add_middleware(Edge, max_body_bytes=settings.serving.max_body_bytes, gates=admission_of(settings.serving))
     app.add_exception_handler(RecsysError, _domain_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
