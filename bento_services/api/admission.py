@@ -1,9 +1,11 @@
 """Admission control: how many requests of a kind one worker runs at once, and a short bounded queue before that.
 
-Past the queue, or after waiting in it longer than its limit, a request is refused at once with 503 and
-`Retry-After` (`OverloadedError`) instead of queueing behind work the worker cannot finish in time: under
-overload the clients get fast answers (most of them 200, the rest a quick 503) rather than every request
-getting slow. Runs on the event loop of its worker (no locks); each worker has its own limits.
+Past the queue, or after waiting in it longer than its limit, a request is refused with 503 and `Retry-After`
+(`OverloadedError`) instead of queueing behind work the worker cannot finish in time: under overload the clients
+get fast answers (most of them 200, the rest a quick 503) rather than every request getting slow. While requests
+wait, the admission measures how often a slot changes hands; an arrival whose turn would come after the wait limit
+at that pace is refused on arrival, not after waiting the limit out. Runs on the event loop of its worker (no
+locks); each worker has its own limits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from contextlib import asynccontextmanager
 
 from bento_services.metrics import ADMISSION_WAIT_SECONDS, ADMISSIONS
 from recsys.errors import RecsysError
+
+#: The weight of the newest gap between hand-offs in their moving average (`Admission.expected_wait_s`).
+HANDOFF_WEIGHT = 0.2
 
 
 class OverloadedError(RecsysError):
@@ -46,6 +51,9 @@ class Admission:
         self.retry_after_s = retry_after_s
         self.active = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+        # While requests wait: when a slot last changed hands, and the mean gap between hand-offs (EWMA).
+        self._handoff_at: float | None = None
+        self._handoff_gap_s: float | None = None
         self._admitted = ADMISSIONS.labels(kind, "admitted")
         self._full = ADMISSIONS.labels(kind, "queue_full")
         self._timed_out = ADMISSIONS.labels(kind, "queue_timeout")
@@ -54,6 +62,12 @@ class Admission:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def expected_wait_s(self) -> float | None:
+        """How long the next request to queue would wait at the pace slots have been changing hands; None while
+        that pace is unknown (nobody has waited since the queue last drained)."""
+        return None if self._handoff_gap_s is None else (self.waiting + 1) * self._handoff_gap_s
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[float]:
@@ -74,6 +88,11 @@ class Admission:
         if self.waiting >= self.queue:
             self._full.inc()
             raise self._refusal(f"{self.active} requests running and {self.waiting} waiting, the most it takes")
+        gap = self._handoff_gap_s
+        if gap is not None and (self.waiting + 1) * gap > self.max_wait_s:
+            self._timed_out.inc()
+            raise self._refusal(f"{self.waiting} waiting with a slot freed every {gap * 1000:.1f} ms: "
+                                f"no slot within {self.max_wait_s * 1000:.0f} ms")
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -103,9 +122,19 @@ class Admission:
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
+                self._handed_off()
                 waiter.set_result(None)  # the slot changes hands; `active` stays
                 return
         self.active -= 1
+        self._handoff_at = self._handoff_gap_s = None  # the queue drained: the next crowd is measured afresh
+
+    def _handed_off(self) -> None:
+        now = time.perf_counter()
+        if self._handoff_at is not None:
+            gap = now - self._handoff_at
+            self._handoff_gap_s = gap if self._handoff_gap_s is None else (
+                (1 - HANDOFF_WEIGHT) * self._handoff_gap_s + HANDOFF_WEIGHT * gap)
+        self._handoff_at = now
 
     def _discard(self, waiter: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):  # already taken off by `release`

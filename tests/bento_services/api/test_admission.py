@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -133,3 +134,49 @@ def test_after_a_burst_requests_are_admitted_again_at_once() -> None:
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="limit >= 1"):
         Admission("unit-bad", limit=0, queue=1, max_wait_s=1.0)
+
+
+def test_an_arrival_whose_turn_would_come_past_the_wait_limit_is_refused_on_arrival() -> None:
+    async def scenario() -> None:
+        gate = Admission("unit-predict", limit=1, queue=500, max_wait_s=0.5)
+        await gate.acquire()
+        waiters = [asyncio.ensure_future(gate.acquire()) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        for _ in range(4):  # the slot changes hands every ~20 ms while requests wait: the pace is measured
+            await asyncio.sleep(0.02)
+            gate.release()
+        await asyncio.gather(*waiters)
+        assert gate.expected_wait_s is not None and gate.expected_wait_s > 0
+        crowd = []
+        while (expected := gate.expected_wait_s) is not None and expected <= gate.max_wait_s:
+            crowd.append(asyncio.ensure_future(gate.acquire()))  # each queues: its turn comes within the limit
+            await asyncio.sleep(0)
+        assert gate.waiting == len(crowd)
+        started = time.perf_counter()
+        with pytest.raises(OverloadedError, match="slot freed every"):
+            await gate.acquire()
+        assert time.perf_counter() - started < 0.05  # refused on arrival, not after waiting the 500 ms out
+        for task in crowd:
+            task.cancel()
+        await asyncio.gather(*crowd, return_exceptions=True)
+
+    before = count("unit-predict", "queue_timeout")
+    run(scenario())
+    assert count("unit-predict", "queue_timeout") == before + 1
+
+
+def test_a_drained_queue_forgets_its_pace() -> None:
+    async def scenario() -> None:
+        gate = Admission("unit-drain", limit=1, queue=50, max_wait_s=0.5)
+        await gate.acquire()
+        waiters = [asyncio.ensure_future(gate.acquire()) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        for _ in range(2):
+            await asyncio.sleep(0.02)
+            gate.release()
+        await asyncio.gather(*waiters)
+        assert gate.expected_wait_s is not None
+        gate.release()  # nobody waits and the slot is free: the queue drained
+        assert gate.expected_wait_s is None and (gate.active, gate.waiting) == (0, 0)
+
+    run(scenario())
