@@ -310,7 +310,12 @@ class PipelineSettings(_Section):
     warm_learning_rate: float = Field(5e-4, gt=0, description="warm start: the learning rate of its epochs (from "
                                       "scratch: 2e-3)")
     ranker_candidate_epochs: int = Field(5, ge=1, description="epochs of the candidate model the ranker's window "
-                                         "lists come from")
+                                         "lists come from, from scratch (it warm-starts from the serving version's "
+                                         "as the two-tower model does, with `warm_epochs`)")
+    ranker_users: int | None = Field(10_000, ge=1, description="window users (a seeded sample) whose candidate lists "
+                                     "train the ranker, and held-out users it is measured on; None: all")
+    max_steps: int | None = Field(None, ge=1, description="cap on the batches of each two-tower training (a first "
+                                  "run on a huge lake, bootstrapped short); None: the full epochs")
     ranker_epochs: int = Field(30, ge=1, description="most epochs of each ranker network (early stopping may end "
                                "it sooner)")
     ranker_members: int = Field(5, ge=1, description="ranker networks from different seeds, averaged")
@@ -319,6 +324,9 @@ class PipelineSettings(_Section):
                                                "with events in this many days before the newest one (a list lives "
                                                "serving.precomputed_ttl_seconds; the others take the full path); "
                                                "None: every user in the lake")
+    precompute_max_users: int | None = Field(20_000, ge=1, description="at most this many of them, the most recently "
+                                             "active (about 13 ms each through the serving pipeline: 20,000 take "
+                                             "some 4-5 minutes on 2 cores); None: all")
     drift: bool = Field(True, description="end with the drift report (`recsys monitor drift`)")
     canary_share: int = Field(0, ge=0, le=100, description="percent of users a passing version goes to first "
                               "(a canary beside the stable version); 0: it replaces the stable version at once")

@@ -4,8 +4,11 @@ order) and as the last stage of our recommender in the evaluation harness (`Rank
 `RankedCandidates.fit(train)` never sees test rows: it carves each user's latest interactions of
 ``train`` as the ranker's window, fits candidates on the rest, labels the window users' candidate
 lists with what they took in the window, trains the ranker on those lists (its early stopping on a
-held-out share of them), then refits the candidates on all of ``train``. `recommend` re-ranks each
-user's top ``depth`` candidates as of one second after their last training event.
+held-out share of them), then refits the candidates on all of ``train`` (or re-ranks a candidate source it is
+given, e.g. the daily pipeline's new version). `recommend` re-ranks each user's top ``depth`` candidates as of one
+second after their last training event. `RankerEvalConfig.history_train` can warm-start the window lists' model
+from an earlier run's (`history_model`): each user's window is their latest share of a growing train, so an earlier
+run's history is a prefix of every user's history now and never holds a window event.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import pandas as pd
 from feast import FeatureStore
 from sklearn.metrics import roc_auc_score
 
-from embeddings.train import TrainConfig
+from embeddings.train import TrainConfig, Trained
 from recsys.features.service import RANKER_SERVICE, service_layout
 from recsys.models.ranker import WideDeepRanker, columns_of
 from recsys.settings import Settings
 from recsys.stores.lake import Lake
 from training.candidate_eval import MergedCandidates
 from training.evaluation import ndcg_at_k, positives, temporal_split
-from training.ranker_data import CandidateSource, candidate_lists, request_times, with_features
+from training.ranker_data import CandidateSource, ScoredSource, candidate_lists, request_times, with_features
 from training.ranker_train import (
     RankerTrainConfig,
     TrainedRanker,
@@ -46,6 +49,8 @@ class RankerEvalConfig:
     service: str = RANKER_SERVICE
     candidate_epochs: int = 5
     train: RankerTrainConfig = field(default_factory=RankerTrainConfig)
+    history_train: TrainConfig | None = None  # the window lists' candidate model (None: `candidate_epochs` scratch)
+    max_users: int | None = None  # window users whose lists train it, and test users measured (seeded sample)
 
 
 def list_metrics(lists: pd.DataFrame, scores: np.ndarray, relevant: Mapping[str, Collection[str]],
@@ -82,30 +87,40 @@ class RankedCandidates:
         and its settings are those of the window's candidate model."""
         self.items, self.store, self.config, self.progress, self.reuse = items, store, config, progress, reuse
         self.trained: TrainedRanker | None = None
-        self.source: CandidateSource | None = None
+        self.source: ScoredSource | None = None
         self.request_at: dict[str, pd.Timestamp] = {}
         self.data_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+        self.history_model: Trained | None = None  # the window lists' two-tower model, for a later warm start
 
     @property
     def ranker(self) -> WideDeepRanker:
         assert self.trained is not None, "fit first"
         return self.trained.ranker
 
-    def fit(self, train: pd.DataFrame) -> None:
+    def fit(self, train: pd.DataFrame, source: ScoredSource | None = None) -> None:
+        """``source``: the candidates the fitted ranker re-ranks (e.g. the daily pipeline's new version, already
+        trained on ``train``); None: a candidate model fitted on ``train`` here."""
         history, window = temporal_split(train, self.config.window_fraction)
         relevant = window.groupby("user_id")["item_id"].agg(set).to_dict()
+        users = self._sample(sorted(relevant))
         self.progress(f"ranker window: {len(history):,} history rows, {len(window):,} window rows, "
-                      f"{len(relevant):,} users")
-        source = self._candidates(history)
-        users = sorted(relevant)
-        lists = candidate_lists(source, users, request_times(history), relevant, self.config.depth)
+                      f"{len(users):,} of {len(relevant):,} users")
+        window_source = self._candidates(history)
+        self.history_model = window_source.fitted.trained
+        lists = candidate_lists(window_source, users, request_times(history), relevant, self.config.depth)
         examples = with_features(self.store, lists, self.config.service)
         columns = columns_of(service_layout(self.store, self.config.service).specs)
         self.trained = train_ranker(examples, columns, self.config.train, self.progress)
         self.trained.reference = reference_sample(examples)
         self.data_window = (pd.Timestamp(train["event_time"].min()), pd.Timestamp(train["event_time"].max()))
-        self.source = self._candidates(train)
+        self.source = source if source is not None else self._candidates(train)
         self.request_at = request_times(train)
+
+    def _sample(self, users: list[str]) -> list[str]:
+        cap = self.config.max_users
+        if cap is None or len(users) <= cap:
+            return users
+        return sorted(np.random.default_rng(0).choice(np.array(users, dtype=object), cap, replace=False).tolist())
 
     def _candidates(self, frame: pd.DataFrame) -> CandidateSource:
         reuse = self.reuse
@@ -114,7 +129,8 @@ class RankedCandidates:
         if reuse is not None:
             fitted = MergedCandidates(self.items, reuse.config, reuse.quotas, reuse.nprobe, reuse.weights)
         else:
-            fitted = MergedCandidates(self.items, TrainConfig(epochs=self.config.candidate_epochs))
+            fitted = MergedCandidates(self.items, self.config.history_train or TrainConfig(
+                epochs=self.config.candidate_epochs))
         fitted.fit(frame)
         return CandidateSource(fitted, self.items)
 
@@ -156,7 +172,7 @@ class RankedCandidates:
     def holdout_metrics(self, test: pd.DataFrame) -> dict[str, float]:
         """AUC and NDCG@10 (ranker vs candidate order) on the test users' lists: the temporal hold-out."""
         relevant = test.groupby("user_id")["item_id"].agg(set).to_dict()
-        examples, scores = self.scored_lists(sorted(relevant), relevant)
+        examples, scores = self.scored_lists(self._sample(sorted(relevant)), relevant)
         return list_metrics(examples, scores, relevant)
 
 

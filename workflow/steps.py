@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from training.tracking import RunRecord
 
 RUN_STORE = "bentoml"  # the run's own BentoML home: its ranker waits there until publication
+HISTORY_MODEL = "ranker_history"  # in models/<version>/: the two-tower model of the ranker's window lists
 
 
 def lake_step(context: RunContext) -> StepResult:
@@ -124,7 +125,8 @@ def candidates_step(context: RunContext) -> StepResult:
     serving = None if full else stable_version(settings)
     warm = settings.data_path / "models" / serving.candidates if serving is not None else None
     train = TrainConfig(epochs=config.epochs, until=until, warm_start=warm, warm_epochs=config.warm_epochs,
-                        replay_share=config.replay_share, warm_learning_rate=config.warm_learning_rate)
+                        replay_share=config.replay_share, warm_learning_rate=config.warm_learning_rate,
+                        max_steps=config.max_steps)
     built = build_candidate_artifacts(settings, train,
                                       progress=lambda message: context.progress(f"  [candidates] {message}"),
                                       version=version, publish=False)
@@ -138,12 +140,17 @@ def candidates_step(context: RunContext) -> StepResult:
 
 
 def ranker_step(context: RunContext) -> StepResult:
-    """The Wide & Deep ranker on the events before the held-out day (`training.ranker_eval`), measured on that
-    day, saved in the run's own model store until publication."""
+    """The Wide & Deep ranker on the events before the held-out day (`training.ranker_eval`): trained on lists of a
+    two-tower model that has not seen each user's latest events (warm-started from the serving version's, saved in
+    the new version's folder for tomorrow), measured on that day re-ranking the new version's candidates, saved in
+    the run's own model store until publication."""
+    from embeddings.train import TrainConfig, save
+    from monitoring.quality_offline import ArtifactCandidates
     from recsys.features.store import open_feature_store
     from training.ranker_eval import RankedCandidates, RankerEvalConfig, RankerRun, ranker_record
     from training.ranker_train import RankerTrainConfig, plot_curves, save_ranker
     from workflow.evaluate import held_out_day
+    from workflow.release import stable_version
 
     settings = context.settings
     items = open_lake(settings).latest_snapshot("items")
@@ -153,21 +160,31 @@ def ranker_step(context: RunContext) -> StepResult:
     train = frame[frame["event_time"] < pd.Timestamp(start)].reset_index(drop=True)
     test = frame[frame["event_time"] >= pd.Timestamp(start)]
     config = settings.pipeline
-    train_config = RankerTrainConfig(epochs=config.ranker_epochs, members=config.ranker_members)
+    serving = None if context.manifest.options.get("full") else stable_version(settings)
+    warm = settings.data_path / "models" / serving.candidates / HISTORY_MODEL if serving is not None else None
+    history_train = TrainConfig(epochs=config.ranker_candidate_epochs, warm_start=warm, warm_epochs=config.warm_epochs,
+                                replay_share=config.replay_share, warm_learning_rate=config.warm_learning_rate,
+                                max_steps=config.max_steps)
     ranked = RankedCandidates(items, open_feature_store(settings),
-                              RankerEvalConfig(candidate_epochs=config.ranker_candidate_epochs, train=train_config),
+                              RankerEvalConfig(candidate_epochs=config.ranker_candidate_epochs,
+                                               train=RankerTrainConfig(epochs=config.ranker_epochs,
+                                                                       members=config.ranker_members),
+                                               history_train=history_train, max_users=config.ranker_users),
                               progress=lambda message: context.progress(f"  [ranker] {message}"))
-    ranked.fit(train)
+    folder = Path(context.output("candidates", "folder"))
+    ranked.fit(train, source=ArtifactCandidates(settings, train, folder))
     metrics = ranked.holdout_metrics(test)
-    assert ranked.trained is not None and ranked.data_window is not None
+    assert ranked.trained is not None and ranked.data_window is not None and ranked.history_model is not None
+    save(ranked.history_model, folder / HISTORY_MODEL)
     curve = context.run_dir / "ranker_curve.png"
     plot_curves(ranked.trained.history, curve)
     first, last = (t.to_pydatetime() for t in ranked.data_window)
     home = context.run_dir / RUN_STORE
     tag = save_ranker(ranked.trained, ranked.config.service, first, last, metrics, home)
     tracked = _track(context, "ranker", ranker_record(ranked, RankerRun(tag, metrics, curve)))
-    return StepResult(outputs={"tag": tag, "home": str(home), **tracked}, versions={"ranker": tag.split(":", 1)[1]},
-                      metrics={k: float(v) for k, v in metrics.items()})
+    return StepResult(inputs={"history_warm_start": str(warm) if warm else None},
+                      outputs={"tag": tag, "home": str(home), **tracked}, versions={"ranker": tag.split(":", 1)[1]},
+                      metrics={k: float(v) for k, v in metrics.items()}, note=ranked.history_model.start.note)
 
 
 def evaluate_step(context: RunContext) -> StepResult:
@@ -259,20 +276,22 @@ def publish_step(context: RunContext) -> StepResult:
 
 
 def precompute_step(context: RunContext) -> StepResult:
-    """Layer 1 for the users active in the last `pipeline.precompute_active_days`, through the serving pipeline of
+    """Layer 1 for the users active in the last `pipeline.precompute_active_days` (at most
+    `pipeline.precompute_max_users`, the most recent), through the serving pipeline of
     the published version (`recsys precompute`)."""
     from bento_services.pipeline.batch import active_users, batch_settings
     from bento_services.pipeline.batch import precompute as run_precompute
     from bento_services.pipeline.rankers import build_serving_pipeline
 
     settings = context.settings
-    users = active_users(settings, settings.pipeline.precompute_active_days)
+    users = active_users(settings, settings.pipeline.precompute_active_days, settings.pipeline.precompute_max_users)
     pipeline = build_serving_pipeline(batch_settings(settings))
     try:
         written = run_precompute(pipeline, users, settings.pipeline.precompute_k, as_of=context.as_of)
     finally:
         pipeline.close()
-    return StepResult(inputs={"active_days": settings.pipeline.precompute_active_days, "active_users": len(users)},
+    return StepResult(inputs={"active_days": settings.pipeline.precompute_active_days,
+                              "max_users": settings.pipeline.precompute_max_users, "active_users": len(users)},
                       metrics={"users": written, "k": settings.pipeline.precompute_k})
 
 

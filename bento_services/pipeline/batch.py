@@ -100,11 +100,15 @@ def parse_as_of(value: str | None, settings: Settings) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def active_users(settings: Settings, since_days: int | None = None) -> list[str]:
-    """Users with events in the lake (within `since_days` of the newest event, when given)."""
+def active_users(settings: Settings, since_days: int | None = None, most: int | None = None) -> list[str]:
+    """Users with events in the lake (within `since_days` of the newest event, when given), sorted; `most`: only
+    that many, the most recently active."""
     events = open_lake(settings).interactions(columns=["user_id", "event_time"]).to_pandas()
     if since_days is not None and len(events):
         events = events[events["event_time"] >= events["event_time"].max() - pd.Timedelta(days=since_days)]
+    if most is not None:
+        last = events.groupby("user_id", sort=False)["event_time"].max()
+        return sorted(str(u) for u in last.sort_values(ascending=False, kind="stable").index[:most])
     return sorted(str(u) for u in events["user_id"].unique())
 
 

@@ -107,6 +107,10 @@ def test_day_two_passes_the_gate_against_day_one_and_goes_stable_through_the_can
         if metric.startswith(("ann_recall", "candidate_", "ndcg")):
             assert evaluation["new"]["metrics"][metric] >= serving * (1 - tolerance), metric
     assert steps["publish"]["note"] == "canary to 5% of users"
+    # The ranker's window lists come from a model warm-started from day 1's (saved in day 1's version folder).
+    assert steps["ranker"]["inputs"]["history_warm_start"].endswith(f"{version_of(day1)}/ranker_history")
+    assert steps["ranker"]["note"].startswith("warm start from "), steps["ranker"]["note"]
+    assert manifest(day1)["steps"]["ranker"]["note"] == "from scratch"
     new = version_of(outcome)
     assert [(step["share"], step["action"]) for step in rollout] == [(5, "promote"), (50, "promote")], rollout
     assert all(step["answers"].get(new, 0) >= 20 for step in rollout)  # the canary answered at each share

@@ -125,3 +125,13 @@ def test_active_users_are_those_with_events_in_the_last_days_before_the_newest(w
     recent = events[pd.to_datetime(events["event_time"], utc=True) >= newest - pd.Timedelta(days=2)]
     assert active_users(world.settings, since_days=2) == sorted(map(str, recent["user_id"].unique()))
     assert set(active_users(world.settings, since_days=2)) < set(active_users(world.settings))
+
+
+def test_active_users_capped_are_the_most_recently_active(world: World) -> None:
+    from bento_services.pipeline.batch import active_users
+
+    last = world.events.groupby(world.events["user_id"].astype(str))["event_time"].max().sort_values(ascending=False)
+    cap = len(last) // 3
+    chosen = active_users(world.settings, most=cap)
+    assert len(chosen) == cap and chosen == sorted(chosen)
+    assert min(last[chosen]) >= max(last.drop(chosen))  # nobody left out was active later than someone kept
