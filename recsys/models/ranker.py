@@ -38,6 +38,7 @@ ENGAGEMENT, HOUR, WEEKEND = "user_features__engagement_level", "request_features
     "request_features__is_weekend"
 ITEM_30D = "item_features__interactions_30d"
 RELATIVE_VIEWS = ("item_features__", "user_item_features__")
+HASH_MEMO = 100_000  # cross keys whose bucket an encoder remembers (then it starts over)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,25 @@ class FeatureEncoder:
             self.vocab[column.ref] = sorted(str(v) for v in counts[counts >= self.min_count].index)
         return self
 
+    def _index(self, column: Column) -> dict[str, int]:
+        """The column's vocabulary as value -> embedding row (0: unseen), built once per vocabulary."""
+        cache: dict[str, tuple[list[str], dict[str, int]]] = self.__dict__.setdefault("_indexes", {})
+        words = self.vocab.get(column.ref, [])
+        cached = cache.get(column.ref)
+        if cached is None or cached[0] is not words:  # `fit` replaces a vocabulary list, never edits it
+            cached = cache[column.ref] = (words, {v: i + 1 for i, v in enumerate(words)})
+        return cached[1]
+
+    def _bucket_of(self, key: str) -> int:
+        """crc32(key) % wide_buckets, remembered: a serving process sees the same few thousand keys all day."""
+        memo: dict[str, int] = self.__dict__.setdefault("_buckets", {})
+        bucket = memo.get(key)
+        if bucket is None:
+            if len(memo) >= HASH_MEMO:
+                memo.clear()
+            bucket = memo[key] = zlib.crc32(key.encode()) % self.wide_buckets
+        return bucket
+
     def encode(self, features: dict[str, Sequence[Any]] | pd.DataFrame, candidate_scores: np.ndarray,
                embedding_scores: np.ndarray, groups: np.ndarray | None = None) -> Encoded:
         """Rows of one candidate list (serving, `groups=None`) or of many (training: a list id per row)."""
@@ -117,7 +137,7 @@ class FeatureEncoder:
         dense = (raw - np.asarray(self.mean)) / np.asarray(self.std)
         categorical = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, column in enumerate(self.categorical):
-            index = {v: i + 1 for i, v in enumerate(self.vocab.get(column.ref, []))}
+            index = self._index(column)
             categorical[:, j] = [index.get(v, 0) for v in self._strings(values, column, n)]
         return Encoded(torch.from_numpy(dense.astype(np.float32)), torch.from_numpy(categorical),
                        torch.from_numpy(self._crosses(values, n)))
@@ -187,15 +207,14 @@ class FeatureEncoder:
         """crc32(`name=a|b`) % buckets per row, computed once per distinct (a, b)."""
         codes, labels = first
         if second is None:
-            keys = [f"{name}={a}" for a in labels]
-            return np.array([zlib.crc32(k.encode()) % self.wide_buckets for k in keys], dtype=np.int64)[codes] \
+            return np.array([self._bucket_of(f"{name}={a}") for a in labels], dtype=np.int64)[codes] \
                 if len(codes) else np.zeros(0, dtype=np.int64)
         other_codes, other_labels = second
         pairs = codes * len(other_labels) + other_codes
         distinct, inverse = np.unique(pairs, return_inverse=True)
         width = len(other_labels)
-        hashed = np.array([zlib.crc32(f"{name}={labels[p // width]}|{other_labels[p % width]}".encode())
-                           % self.wide_buckets for p in distinct.tolist()], dtype=np.int64)
+        hashed = np.array([self._bucket_of(f"{name}={labels[p // width]}|{other_labels[p % width]}")
+                           for p in distinct.tolist()], dtype=np.int64)
         return hashed[inverse.reshape(-1)] if len(pairs) else np.zeros(0, dtype=np.int64)
 
     def state(self) -> dict[str, Any]:
@@ -313,6 +332,56 @@ class Ensemble(nn.Module):
         return torch.stack([member(batch) for member in self.members]).mean(dim=0)
 
 
+class FoldedEnsemble:
+    """`Ensemble.forward` in eval mode with the members folded together: what serving runs per request.
+
+    Torch dispatches each of an ensemble's ~70 small ops separately, which for one list of ~100 rows costs more
+    than the arithmetic. Folded: each categorical column's embeddings are multiplied into every member's first
+    layer once, at load (a table of vocabulary x members*width), so the members' first layers are one matmul
+    plus a gather per column; the later layers of all members are one batched matmul each; the wide parts
+    (hashed crosses, linear) and the output layers average into one. Torch, not numpy: the process's one
+    intra-op thread (`torch.set_num_threads`) holds here too, where numpy's BLAS would start a pool of its own.
+    Equal to the torch forward up to float32 rounding (`tests/training/test_ranker.py`).
+    """
+
+    def __init__(self, model: Ensemble) -> None:
+        config, members = model.config, list(model.members)
+        self.members, dense, width = len(members), config.dense, config.embedding_dim
+        layers = [[layer for layer in member.deep if isinstance(layer, nn.Linear)] for member in members]
+        with torch.no_grad():
+            first = [stack[0].weight.detach().T for stack in layers]  # (deep inputs, width 1) per member
+            self.first_dense = torch.cat([w[:dense] for w in first], dim=1).contiguous()
+            self.first_bias = torch.cat([stack[0].bias.detach() for stack in layers])
+            # every categorical column's folded table stacked into one, column j's rows from offsets[j] on
+            sizes = config.categorical_sizes
+            folded = [torch.cat([m.embeddings[j].weight.detach() @ w[dense + j * width:dense + (j + 1) * width]
+                                 for m, w in zip(members, first)], dim=1) for j in range(len(sizes))]
+            self.table = torch.cat(folded).contiguous() if folded else torch.zeros(0)
+            self.offsets = torch.tensor([sum(sizes[:j]) for j in range(len(sizes))], dtype=torch.int64)
+            # later layers: (members, in, out) weights and (members, 1, out) biases, one batched matmul each
+            self.rest = [(torch.stack([stack[i].weight.detach().T for stack in layers]).contiguous(),
+                          torch.stack([stack[i].bias.detach() for stack in layers]).unsqueeze(1))
+                         for i in range(1, len(layers[0]))]
+            self.cross = torch.stack([m.cross.weight.detach() for m in members]).mean(dim=0)  # (buckets, 1)
+            self.linear = torch.stack([m.linear.weight.detach()[0] for m in members]).mean(dim=0)
+            self.linear_bias = torch.stack([m.linear.bias.detach()[0] for m in members]).mean()
+        self.width = first[0].shape[1]
+
+    @torch.no_grad()
+    def __call__(self, batch: Encoded) -> np.ndarray:
+        rows = len(batch.dense)
+        h = torch.addmm(self.first_bias, batch.dense, self.first_dense)
+        if len(self.offsets):
+            h += nn.functional.embedding_bag(batch.categorical + self.offsets, self.table, mode="sum")
+        x = h.view(rows, self.members, self.width).transpose(0, 1)  # (members, rows, width)
+        for weight, bias in self.rest:
+            x = torch.baddbmm(bias, torch.relu(x), weight)  # ReLU after every layer but the output
+        deep = x[:, :, 0].mean(dim=0)
+        wide = nn.functional.embedding_bag(batch.wide, self.cross, mode="sum")[:, 0] + batch.dense @ self.linear \
+            + self.linear_bias
+        return (deep + wide).numpy()
+
+
 @dataclass
 class WideDeepRanker:
     """The `bento_services.pipeline.contracts.Ranker` implementation: encoder + network, scores are logits."""
@@ -327,9 +396,16 @@ class WideDeepRanker:
               embedding_scores: np.ndarray) -> np.ndarray:
         if len(candidate_scores) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self.model.training:  # eval() walks every submodule: ~1 ms a request when called each time
-            self.model.eval()
-        return self.model(self.encoder.encode(features, candidate_scores, embedding_scores)).numpy()
+        return self._folded()(self.encoder.encode(features, candidate_scores, embedding_scores))
+
+    def _folded(self) -> FoldedEnsemble:
+        """The folded copy of the network, rebuilt when a weight changed since (training bumps each tensor's
+        version counter in place) or the network was replaced."""
+        versions = (id(self.model), *(p._version for p in self.model.parameters()))
+        cached = self.__dict__.get("_folded_cache")
+        if cached is None or cached[0] != versions:
+            cached = self.__dict__["_folded_cache"] = (versions, FoldedEnsemble(self.model))
+        return cached[1]
 
     @torch.no_grad()
     def score_lists(self, features: pd.DataFrame, candidate_scores: np.ndarray, embedding_scores: np.ndarray,

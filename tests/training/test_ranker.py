@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from bento_services.pipeline.contracts import Ranker
@@ -176,3 +177,39 @@ def test_wide_crosses_are_the_hash_of_each_rows_key() -> None:
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(got[:, 1])) > 3  # the pairs differ: not one bucket for all
 
+
+
+@pytest.mark.parametrize(("hidden", "sizes"),
+                         [((128, 64), (5, 3, 7)), ((32,), (5, 3, 7)), ((), (5, 3, 7)), ((16,), ())])
+def test_the_folded_network_scores_as_the_ensemble(hidden: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+    from recsys.models.ranker import Encoded, Ensemble, FoldedEnsemble, WideDeepConfig
+
+    torch.manual_seed(0)
+    config = WideDeepConfig(dense=9, categorical_sizes=sizes, wide_buckets=64, embedding_dim=4, hidden=hidden)
+    model = Ensemble(config, members=3).eval()
+    with torch.no_grad():
+        for member in model.members:
+            member.cross.weight.normal_()  # trained crosses are not zero
+    rows = 40
+    categorical = torch.stack([torch.randint(0, n, (rows,)) for n in sizes], dim=1) if sizes else \
+        torch.zeros((rows, 0), dtype=torch.int64)
+    batch = Encoded(torch.randn(rows, 9), categorical, torch.randint(0, 64, (rows, 6)))
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    np.testing.assert_allclose(FoldedEnsemble(model)(batch), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_served_scores_follow_weights_changed_after_a_first_score(trained: TrainedRanker) -> None:
+    one = planted(seed=5).head(20)
+    args = (serving_layout(one), one["candidate_score"].to_numpy(), one["embedding_score"].to_numpy())
+    ranker = trained.ranker
+    before = ranker.score(*args)
+    state = {k: v.clone() for k, v in ranker.model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for member in ranker.model.members:
+                member.linear.bias += 1.0  # what an optimiser step does: in place
+        np.testing.assert_allclose(ranker.score(*args), before + 1.0, rtol=1e-5, atol=1e-5)
+    finally:
+        ranker.model.load_state_dict(state)
+    np.testing.assert_allclose(ranker.score(*args), before, rtol=1e-6, atol=1e-6)
