@@ -77,6 +77,9 @@ from recsys.stores.precomputed import PrecomputedStore, source_of
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 500
+#: Candidates a request keeps past its ranked head and twice its length: filler for the items post-processing
+#: drops (exclusions, deny list, inactive); the ~1,000 merged beyond that could never be shown.
+KEEP_MARGIN = 50
 
 
 class RecommendationPipeline(TablesUpkeep):
@@ -204,8 +207,9 @@ class RecommendationPipeline(TablesUpkeep):
             if self.retriever is None:
                 raise StageFailed("candidates", "unavailable", None)
             retriever = self.retriever
+            keep = max(self.settings.serving.rank_depth, request.n) + 2 * request.n + KEEP_MARGIN
             candidates = self.runner.run("candidates", lambda: retriever.retrieve(
-                vector, history, set(history), onboarding), timings)
+                vector, history, set(history), onboarding, keep), timings)
         except StageFailed:
             fallback = self._precomputed(request, excluded | set(history), timings)
             if fallback is not None:

@@ -196,9 +196,11 @@ class Retriever:
         return updates, unplaced
 
     def retrieve(self, user_vector: np.ndarray | None, history: Sequence[str], consumed: set[str],
-                 onboarding: Sequence[str]) -> list[Candidate]:
-        """Candidates best first; `history` oldest first. A user with neither vector nor history is a cold start."""
-        return self.generator.generate(user_vector, list(history), consumed, onboarding_categories=onboarding)
+                 onboarding: Sequence[str], keep: int | None = None) -> list[Candidate]:
+        """Candidates best first; `history` oldest first. A user with neither vector nor history is a cold start.
+        `keep`: only the best that many (all ~1,000 are merged; a request needs its ranked head and a margin)."""
+        return self.generator.generate(user_vector, list(history), consumed, onboarding_categories=onboarding,
+                                       keep=keep)
 
     def fold_in(self, history: Sequence[str], last: int = FOLD_IN_ITEMS) -> np.ndarray | None:
         """A user vector from the user's items (the normalized mean of the newest `last` known ones), for a

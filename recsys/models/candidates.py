@@ -19,6 +19,7 @@ user) falls back to their onboarding categories, else to what is popular.
 from __future__ import annotations
 
 import copy
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -263,9 +264,10 @@ class CandidateGenerator:
 
     def generate(
         self, user_vector: np.ndarray | None, recent_items: Sequence[str], consumed: set[str],
-        onboarding_categories: Sequence[str] = (), k: int | None = None,
+        onboarding_categories: Sequence[str] = (), k: int | None = None, keep: int | None = None,
     ) -> list[Candidate]:
-        """Merged candidates for one user, best first; at most `k` (default: the sum of quotas)."""
+        """Merged candidates for one user, best first; at most `k` (default: the sum of quotas); `keep`: see
+        `merge`."""
         categories = self._categories(recent_items) or list(onboarding_categories)
         lists = {
             "collaborative": self.collaborative(user_vector),
@@ -274,7 +276,7 @@ class CandidateGenerator:
             "popularity": self.popularity(categories),
             "trending": self.trending(),
         }
-        return self.merge(lists, consumed, k)
+        return self.merge(lists, consumed, k, keep)
 
     # -- sources ------------------------------------------------------------------------------------------
     def collaborative(self, user_vector: np.ndarray | None) -> list[tuple[str, float]]:
@@ -326,41 +328,41 @@ class CandidateGenerator:
         return self.tables.trending[: self._room(self.quotas.trending)]
 
     # -- merge ----------------------------------------------------------------------------------------------
-    def merge(self, lists: dict[str, list[tuple[str, float]]], consumed: set[str], k: int | None) -> list[Candidate]:
+    def merge(self, lists: dict[str, list[tuple[str, float]]], consumed: set[str], k: int | None,
+              keep: int | None = None) -> list[Candidate]:
         """Fuse by weighted reciprocal rank, keeping provenance; each source contributes at most its quota.
 
         Asked for exactly `k` when overlaps between sources left slots empty, the list is topped up
-        with the sources' tails (past their quotas) in their own fused order, at score 0.
+        with the sources' tails (past their quotas) in their own fused order, at score 0. `keep`: only the
+        best `keep` are returned (the same first ones; what a request can show is far fewer than ~1,000).
         """
         quotas = self.quotas.__dict__
         servable = self.servable
         fused: dict[str, float] = {}
         tail: dict[str, float] = {}
-        sources: dict[str, dict[str, float]] = {}
-        tail_sources: dict[str, dict[str, float]] = {}
+        within_scores: dict[str, dict[str, float]] = {}  # per source, its own score of each item it placed
+        tail_scores: dict[str, dict[str, float]] = {}  # ... of each item past its quota (read for a top-up)
         for source, ranked in lists.items():
-            taken, weight, quota, listed = 0, getattr(self.weights, source), quotas[source], set()
-            for item, score in ranked:
-                within = taken < quota
-                if not within and k is None:
-                    break  # past the quota only the top-up reads a source, and it is not asked for
-                if item in consumed or item in listed or item not in servable:
-                    continue
-                listed.add(item)
-                scores, provenance = (fused, sources) if within else (tail, tail_sources)
-                scores[item] = scores.get(item, 0.0) + weight / (RRF_K + taken + 1)
-                seen = provenance.get(item)
-                if seen is None:
-                    provenance[item] = {source: float(score)}
-                elif source not in seen:
-                    seen[source] = float(score)
-                taken += 1
+            weight, quota = getattr(self.weights, source), quotas[source]
+            kept = [pair for pair in ranked if pair[0] not in consumed and pair[0] in servable]
+            first_score = dict(reversed(kept))  # an item a source lists twice keeps its first score
+            order = list(dict.fromkeys(item for item, _ in kept))
+            head = order[:quota]
+            within_scores[source] = {item: first_score[item] for item in head}
+            for rank, item in enumerate(head):
+                fused[item] = fused.get(item, 0.0) + weight / (RRF_K + rank + 1)
+            if k is not None:  # past the quota only the top-up reads a source
+                tail_scores[source] = {item: first_score[item] for item in order[quota:]}
+                for rank, item in enumerate(order[quota:], start=quota):
+                    tail[item] = tail.get(item, 0.0) + weight / (RRF_K + rank + 1)
         limit = k or sum(quotas.values())
-        ordered = sorted(fused, key=lambda i: (-fused[i], i))[:limit]
-        if k is not None and len(ordered) < limit:
-            extra = sorted((i for i in tail if i not in fused), key=lambda i: (-tail[i], i))
-            ordered += extra[: limit - len(ordered)]
-        return [Candidate(i, fused.get(i, 0.0), sources.get(i) or tail_sources[i]) for i in ordered]
+        first = min(limit, keep) if keep is not None else limit
+        ordered = heapq.nsmallest(first, fused, key=lambda i: (-fused[i], i))
+        if k is not None and len(ordered) < first:
+            extra_items = sorted((i for i in tail if i not in fused), key=lambda i: (-tail[i], i))
+            ordered += extra_items[: first - len(ordered)]
+        return [Candidate(i, fused.get(i, 0.0), _provenance(i, within_scores) or _provenance(i, tail_scores))
+                for i in ordered]
 
     def _room(self, quota: int) -> int:
         """Ask a source for more than its quota: consumed and unservable items are dropped after."""
@@ -377,3 +379,8 @@ class CandidateGenerator:
             for tag in self.tags.get(item, ()):
                 counts[tag] += 1
         return sorted(counts, key=lambda t: -counts[t])[:5]
+
+
+def _provenance(item: str, by_source: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The sources that placed the item (in source order) with their own scores."""
+    return {source: float(scores[item]) for source, scores in by_source.items() if item in scores}

@@ -399,9 +399,15 @@ class WideDeepRanker:
         return self._folded()(self.encoder.encode(features, candidate_scores, embedding_scores))
 
     def _folded(self) -> FoldedEnsemble:
-        """The folded copy of the network, rebuilt when a weight changed since (training bumps each tensor's
-        version counter in place) or the network was replaced."""
-        versions = (id(self.model), *(p._version for p in self.model.parameters()))
+        """The folded copy of the network, rebuilt when the network was replaced or its weights changed since:
+        an optimiser step and `load_state_dict` write every tensor in place, which bumps its version counter, so
+        the first and last tensors' counters tell (reading all ~60 would cost more than the scoring saves)."""
+        model = self.model
+        ends = self.__dict__.get("_ends")
+        if ends is None or ends[0] is not model:
+            parameters = list(model.parameters())
+            ends = self.__dict__["_ends"] = (model, parameters[0], parameters[-1])
+        versions = (id(model), ends[1]._version, ends[2]._version)
         cached = self.__dict__.get("_folded_cache")
         if cached is None or cached[0] != versions:
             cached = self.__dict__["_folded_cache"] = (versions, FoldedEnsemble(self.model))

@@ -96,6 +96,16 @@ def test_k_limits_the_merged_list(tables: CandidateTables) -> None:
     assert len(found) == 7
 
 
+def test_keep_returns_the_head_of_the_same_merge_with_the_same_provenance(tables: CandidateTables) -> None:
+    generator = CandidateGenerator(tables, Quotas(collaborative=8, content=8, popularity=6, trending=3))
+    args = (drama_user(), ["i1", "i7"], {"i1", "i7"})
+    everything = generator.generate(*args)
+    assert len(everything) > 6
+    assert generator.generate(*args, keep=6) == everything[:6]
+    assert generator.generate(*args, keep=1000) == everything
+    assert generator.generate(*args, k=12, keep=4) == generator.generate(*args, k=12)[:4]
+
+
 def test_an_explicit_k_is_filled_beyond_the_quotas(tables: CandidateTables) -> None:
     generator = CandidateGenerator(tables, Quotas(collaborative=3, content=0, popularity=0, trending=0))
     assert len(generator.generate(drama_user(), recent_items=[], consumed=set())) == 3
