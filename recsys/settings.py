@@ -151,6 +151,9 @@ class ServingSettings(_Section):
         default_factory=lambda: {"candidates": 100.0, "features": 50.0, "ranking": 100.0},
         description="per-stage time budget; a stage past it degrades the answer",
     )
+    inline_stages: list[str] = Field(default_factory=list, description="pure-CPU stages (no I/O that could "
+                                     "hang) that run on the request's thread once proven cheap, instead of a hop "
+                                     "to their thread pool; a call past its budget still degrades the answer")
     admission_limit: int = Field(4, ge=1, description="GET /recommendations requests one API worker runs at once; "
                                  "more would only queue on its cores and saturate the stages' threads (4 each)")
     admission_queue: int = Field(32, ge=0, description="GET /recommendations requests that may wait for a slot per "

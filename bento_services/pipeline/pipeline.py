@@ -93,7 +93,7 @@ class RecommendationPipeline(TablesUpkeep):
         self.variant_rankers = dict(variant_rankers or {})
         serving = settings.serving
         self._stop = threading.Event()
-        self.runner = StageRunner(serving.stage_timeout_ms)
+        self.runner = StageRunner(serving.stage_timeout_ms, inline=serving.inline_stages)
         self.catalog: Connection[CatalogStore] = Connection("catalog", lambda: open_catalog(settings))
         self.interactions: Connection[InteractionStore] = Connection(
             "interaction store", lambda: open_interactions(settings))

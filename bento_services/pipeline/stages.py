@@ -5,6 +5,13 @@ stage past its budget is abandoned (its thread finishes in the background and it
 dropped), so a slow ranker or index costs the request one timeout, never more. When every thread
 of a stage is still stuck in abandoned calls (a server that hangs), the stage fails at once
 instead of queueing, and one stuck dependency cannot starve the other stages.
+
+A pure-CPU stage (no I/O that could hang: candidate generation, ranking; `serving.inline_stages`) runs on the
+request's own thread once it has proven cheap: after INLINE_AFTER calls whose mean (an exponentially weighted
+one) stayed under INLINE_SHARE of its budget. The hop to a pool thread and back costs two hand-offs of the
+interpreter lock, which under load wait for whichever thread holds it. Inline, a call that ends past its budget
+still fails as a timeout (its answer is dropped: the request degrades as it would have) and sends the stage back
+to its pool until it proves cheap again.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BUDGETS_MS = {"lookup": 100.0, "precomputed": 50.0, "user_state": 100.0}
 #: `StageFailed.reason`s that mean the server is busy (or a dependency hangs), not that the stage is broken.
 BUSY_REASONS = frozenset({"timeout", "saturated"})
+INLINE_AFTER = 20  # calls on the pool before an inline stage may run on the request's thread
+INLINE_SHARE = 0.25  # ... when its weighted mean duration stays under this share of its budget
+EWMA_WEIGHT = 0.1  # weight of the newest call in that mean
 
 
 class StageFailed(Exception):
@@ -58,29 +68,63 @@ class _Lane:
             self.busy -= 1
 
 
-class StageRunner:
-    """Runs stage calls with per-stage budgets; `timeouts_ms` maps stage name to its budget."""
+class _Pace:
+    """An inline-eligible stage's record: calls on its pool so far and their weighted mean duration."""
 
-    def __init__(self, timeouts_ms: Mapping[str, float], workers: int = 4) -> None:
+    def __init__(self) -> None:
+        self.calls, self.mean_ms = 0, 0.0
+
+    def inline(self, budget_ms: float) -> bool:
+        return self.calls >= INLINE_AFTER and self.mean_ms < budget_ms * INLINE_SHARE
+
+    def observe(self, elapsed_ms: float) -> None:
+        self.mean_ms = elapsed_ms if self.calls == 0 else self.mean_ms + EWMA_WEIGHT * (elapsed_ms - self.mean_ms)
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.calls, self.mean_ms = 0, 0.0
+
+
+class StageRunner:
+    """Runs stage calls with per-stage budgets; `timeouts_ms` maps stage name to its budget; `inline` names the
+    pure-CPU stages that may run on the request's thread once proven cheap (see the module)."""
+
+    def __init__(self, timeouts_ms: Mapping[str, float], workers: int = 4, inline: Collection[str] = ()) -> None:
         self.timeouts_ms = {**DEFAULT_BUDGETS_MS, **timeouts_ms}
         self.workers = workers
         self._lanes: dict[str, _Lane] = {}
+        self._paces = {stage: _Pace() for stage in inline}
         self._lock = threading.Lock()
+
+    def inline(self, stage: str) -> bool:
+        """Whether the stage's next call runs on the caller's thread."""
+        pace, budget = self._paces.get(stage), self.timeouts_ms.get(stage)
+        return pace is not None and budget is not None and pace.inline(budget)
 
     def run(self, stage: str, call: Callable[[], T], timings: dict[str, float]) -> T:
         """The call's result, or StageFailed when it raised, ran past its budget or found no free thread."""
         started = time.perf_counter()
         budget = self.timeouts_ms.get(stage)
+        pace = self._paces.get(stage)
         try:
             if budget is None:
                 return call()
+            if pace is not None and pace.inline(budget):
+                result = call()
+                if (time.perf_counter() - started) * 1000.0 > budget:
+                    pace.reset()  # back to its pool until it proves cheap again
+                    raise StageFailed(stage, "timeout", None)
+                return result
             future = self._lane(stage).submit(call)
             if future is None:
                 raise StageFailed(stage, "saturated", None)
             try:
-                return future.result(timeout=budget / 1000.0)
+                result = future.result(timeout=budget / 1000.0)
             except FutureTimeout as exc:
                 raise StageFailed(stage, "timeout", exc) from exc
+            if pace is not None:
+                pace.observe((time.perf_counter() - started) * 1000.0)
+            return result
         except StageFailed as failed:
             self._failed(stage, failed.reason, failed.cause)
             raise

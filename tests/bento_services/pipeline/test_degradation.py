@@ -215,6 +215,25 @@ def test_a_stage_whose_threads_are_all_stuck_fails_at_once() -> None:
     runner.close()
 
 
+def test_a_cheap_cpu_stage_runs_on_the_callers_thread_and_still_degrades_past_its_budget() -> None:
+    from bento_services.pipeline.stages import INLINE_AFTER
+
+    runner = StageRunner({"ranking": 200.0}, inline=["ranking"])
+    here = threading.get_ident()
+    threads = [runner.run("ranking", threading.get_ident, {}) for _ in range(INLINE_AFTER)]
+    assert here not in threads  # proving itself on its pool first
+    assert runner.inline("ranking") and runner.run("ranking", threading.get_ident, {}) == here
+    with pytest.raises(StageFailed, match="timeout"):
+        runner.run("ranking", lambda: time.sleep(0.25), {})  # inline, it cannot be abandoned: it degrades after
+    assert not runner.inline("ranking")  # back on its pool: a slow call is abandoned at the budget again
+    started = time.perf_counter()
+    with pytest.raises(StageFailed, match="timeout"):
+        runner.run("ranking", lambda: time.sleep(2.0), {})
+    assert time.perf_counter() - started < 1.0
+    assert not StageRunner({"features": 50.0}).inline("features")  # only the stages named
+    runner.close()
+
+
 def _eventually(attempt: Callable[[], int], seconds: float = 10.0) -> int:
     """`attempt()` once it stops failing with StageFailed (threads being released), within `seconds`."""
     deadline = time.monotonic() + seconds
