@@ -2,7 +2,7 @@
 hold on this machine (at 500 req/s `bench.serving_latency`'s generator sent up to 350 ms late).
 
     .venv/bin/python -m bench.vegeta_latency [--workers 2] [--seconds 20] [--full-rates 50,100,200]
-        [--cached-rates 500] [--interactions-rates 500]
+        [--cached-rates 500] [--interactions-rates 500] [--set RECSYS_X=V ... --label -name]
 
 Same world, server and replay as `bench.serving_latency` (ml-latest-small served as `make serve` runs it, users
 drawn at random over all of them, `as_of` the data's end, the full path with `serving.precomputed_reads=false`,
@@ -115,13 +115,17 @@ def main() -> None:
     parser.add_argument("--interactions-rates", default="500")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", type=Path, default=OUT, help="results JSON (a smoke run: somewhere else)")
+    parser.add_argument("--set", action="append", default=[], metavar="RECSYS_X=V",
+                        help="a settings variable for the served app (repeatable), e.g. an A/B of one setting")
+    parser.add_argument("--label", default="", help="recorded as runs['<workers>w<label>']")
     args = parser.parse_args()
     binary = vegeta()
     world = small_world()
     folder = fresh_copy(world)
     users, items, as_of = users_of(folder), items_of(folder), data_end(folder)
     base = f"http://127.0.0.1:{PORT}"
-    common = {"RECSYS_SERVING__WORKERS": str(args.workers), "RECSYS_SERVING__ALLOW_AS_OF": "true"}
+    common = {"RECSYS_SERVING__WORKERS": str(args.workers), "RECSYS_SERVING__ALLOW_AS_OF": "true",
+              **dict(setting.split("=", 1) for setting in args.set)}
     logs = CACHE / "logs"
     plan = [("full", {**common, "RECSYS_SERVING__PRECOMPUTED_READS": "false"}, args.full_rates),
             ("cached", common, args.cached_rates)]
@@ -144,7 +148,9 @@ def main() -> None:
         "load": "vegeta attack (Go, open loop at a constant rate, 16 workers, keep-alive), latency from each send; "
                 "users drawn at random (seeded) over all users; GETs at as_of = the data's end",
         "machine": machine(),
-        "runs": {**previous.get("runs", {}), f"{args.workers}w": {**stamp, "workers": args.workers, "paths": paths}},
+        "runs": {**previous.get("runs", {}), f"{args.workers}w{args.label}": {
+            **stamp, "workers": args.workers, "settings": dict(setting.split("=", 1) for setting in args.set),
+            "paths": paths}},
     }, args.out)
 
 
