@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from pyspark import StorageLevel
+from pyspark import SparkContext, StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -60,13 +60,15 @@ class FeatureJobConfig:
     cooccurrence_neighbours: int = 20
     top_categories: int = 3
     driver_memory: str = "3g"
+    executor_memory: str = "1g"     # on a cluster (`spark://...`) only: each executor's heap
+    cores_max: int | None = None    # on a cluster only: cores the job takes at most (default: all it offers)
 
 
 def run_feature_job(config: FeatureJobConfig, progress: Callable[[str], None] = print) -> dict[str, int]:
     """Build every feature table; returns rows written per table."""
     if config.cadence_days < 1:
         raise InvalidInputError(f"cadence_days must be at least 1, not {config.cadence_days}")
-    spark = spark_session(config.master, config.driver_memory)
+    spark = spark_session(config.master, config.driver_memory, config.executor_memory, config.cores_max)
     created_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     events, as_of_us = load_events(spark, config)
     catalog = load_catalog(spark, Lake(config.lake))
@@ -94,14 +96,26 @@ def run_feature_job(config: FeatureJobConfig, progress: Callable[[str], None] = 
     return written
 
 
-def spark_session(master: str = "local[2]", driver_memory: str = "3g") -> SparkSession:
-    """A local Spark session bound to loopback, UTC, small shuffles, no UI and no ``_SUCCESS`` markers."""
+def spark_session(master: str = "local[2]", driver_memory: str = "3g", executor_memory: str = "1g",
+                  cores_max: int | None = None) -> SparkSession:
+    """A Spark session on ``master``, bound to loopback, UTC, small shuffles, no UI and no ``_SUCCESS`` markers.
+
+    ``master`` is ``local[N]`` (everything runs in this process's JVM) or a cluster's URL, ``spark://host:port``
+    (e.g. infra/spark.sh's): executors of ``executor_memory`` each then run on the cluster's workers, taking at
+    most ``cores_max`` cores (default: all the cluster offers). The driver binds to 127.0.0.1, so those workers
+    must run on this machine; executors read the lake and write the tables at the same absolute paths.
+    A live session on another master is stopped first (Spark would otherwise hand it back, master and all).
+    """
     # The one place this job touches the process environment: Spark reads SPARK_LOCAL_IP when it starts
     # the JVM (the driver must bind to loopback only), and PySpark reads PYSPARK_PYTHON for its Python workers,
-    # which must run this interpreter (the project's venv), not whatever `python3` is first on PATH.
+    # which must run this interpreter (the project's venv), not whatever `python3` is first on PATH; executors
+    # on a cluster are told the same interpreter.
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    return (
+    active = SparkContext._active_spark_context
+    if active is not None and active.master != master:
+        active.stop()
+    builder = (
         SparkSession.builder.master(master)
         .appName("recsys-features")
         .config("spark.driver.host", "127.0.0.1")
@@ -118,8 +132,12 @@ def spark_session(master: str = "local[2]", driver_memory: str = "3g") -> SparkS
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-        .getOrCreate()
     )
+    if not master.startswith("local"):
+        builder = builder.config("spark.executor.memory", executor_memory)
+        if cores_max is not None:
+            builder = builder.config("spark.cores.max", str(cores_max))
+    return builder.getOrCreate()
 
 
 def load_events(spark: SparkSession, config: FeatureJobConfig) -> tuple[DataFrame, int]:
