@@ -67,6 +67,7 @@ def main() -> None:
                         help="batches of each from-scratch two-tower training on day 1")
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--fresh", action="store_true", help="delete the folder first")
+    parser.add_argument("--resume", metavar="RUN_ID", help="resume this day-1 run from its failed step")
     args = parser.parse_args()
     config = SyntheticConfig(users=args.users, items=args.items, interactions=args.interactions, days=args.days)
     folder = (args.folder or Path("var/bench") / f"daily-{args.interactions}").resolve()
@@ -85,13 +86,18 @@ def main() -> None:
         figures["world_seconds"] = round(time.perf_counter() - started, 1)
     first, last = world_folder / "first", world_folder / "last"
     settings = local_settings(folder)
-    if read_release(settings.data_path) is None:
-        day1 = run_pipeline(with_pipeline(settings, max_steps=args.bootstrap_steps), import_dir=first, progress=print)
-        figures["day1"] = summary(day1)
+    bootstrap = with_pipeline(settings, max_steps=args.bootstrap_steps)
+    if args.resume:  # a day-1 run that failed at a step (e.g. killed): on from there
+        figures["day1"] = summary(run_pipeline(bootstrap, resume=args.resume, progress=print))
+        record("daily_scale", figures)
+    elif read_release(settings.data_path) is None:
+        figures["day1"] = summary(run_pipeline(bootstrap, import_dir=first, progress=print))
         record("daily_scale", figures)
     elif RESULT.is_file():  # day 1 done by an earlier invocation: keep its figures
         earlier = json.loads(RESULT.read_text())
         figures |= {k: earlier[k] for k in ("world_seconds", "day1") if k in earlier}
+    if read_release(settings.data_path) is None:
+        raise SystemExit("day 1 published nothing: no day 2 (see its manifest; --resume RUN_ID continues it)")
     day2 = run_pipeline(settings, import_dir=last, progress=print)
     figures["day2"] = summary(day2)
     figures["pipeline"] = settings.pipeline.model_dump()
