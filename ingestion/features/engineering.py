@@ -92,7 +92,8 @@ def run_feature_job(config: FeatureJobConfig, progress: Callable[[str], None] = 
     started = time.perf_counter()
     as_of = datetime.fromtimestamp(as_of_us / 1_000_000, tz=UTC)
     written[REALTIME_TABLE] = write_realtime_table(Lake(config.lake), config.output, as_of)
-    progress(f"{REALTIME_TABLE}: {written[REALTIME_TABLE]:,} rows in {time.perf_counter() - started:.1f}s")
+    progress(f"{REALTIME_TABLE}: {written[REALTIME_TABLE]:,} rows of the days changed since its last build, in "
+             f"{time.perf_counter() - started:.1f}s")
     return written
 
 

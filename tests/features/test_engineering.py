@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from ingestion.features.engineering import FeatureJobConfig, run_feature_job
+from ingestion.features.realtime_table import RECORD as REALTIME_RECORD
 from recsys.events import INTERACTION_COLUMNS
 from recsys.stores.lake import Lake
 
@@ -210,7 +211,8 @@ def test_f_tables_read_back_with_exactly_their_columns(tables: dict[str, pd.Data
         files = [path.name for path in (lake_root / "features" / name).iterdir()]
         assert files and all(file.startswith("part-") and file.endswith(".parquet") for file in files)
     # and the real-time view's history (tests/features/test_realtime.py checks its values)
-    assert sorted(path.name for path in (lake_root / "features").iterdir()) == sorted([*expected, "user_realtime"])
+    assert sorted(path.name for path in (lake_root / "features").iterdir()) == sorted([*expected, "user_realtime",
+                                                                                      REALTIME_RECORD])
     users, items = tables["user_features"], tables["item_features"]
     assert users.dtypes[["interactions_total", "preferred_hour"]].astype(str).tolist() == ["int64", "int32"]
     assert items.dtypes[["avg_rating", "category_popularity_rank"]].astype(str).tolist() == ["float64", "int32"]
@@ -225,7 +227,7 @@ def test_a_second_run_replaces_the_tables(lake_root: Path, tmp_path: Path) -> No
     users = pd.read_parquet(stale)
     assert len(users) == written["user_features"]
     assert users["event_timestamp"].max() == pd.Timestamp(at(4, 0))  # default as_of: the last event, D0+3
-    assert sorted(path.name for path in output.iterdir()) == sorted(written)
+    assert sorted(path.name for path in output.iterdir()) == sorted([*written, REALTIME_RECORD])
 
 
 def test_weekly_cadence_cuts_at_multiples_of_seven_days_from_the_epoch(lake_root: Path, tmp_path: Path) -> None:

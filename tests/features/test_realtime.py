@@ -200,3 +200,66 @@ def test_serving_reads_the_realtime_row_at_every_request_and_caches_the_others(f
     assert seen == stored and stored[0] != stored[1]
     hit, _ = cached._user_rows.get(("user_features", user))
     assert hit  # the snapshot views stay cached
+
+
+def _days_of_events(start: datetime, days: int, users: int = 8, seed: int = 3) -> pd.DataFrame:
+    """Events of the same users over `days` days, dense around midnight (sessions and the 1-day window cross it)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        at = start
+        while at < start + timedelta(days=days):
+            at += timedelta(milliseconds=int(rng.choice([0, 30_000, 600_000, 2 * 3_600_000], p=[0.05, 0.5, 0.3, 0.15])))
+            rows.append({"event_id": str(uuid.uuid4()), "user_id": f"u{u}", "item_id": f"it{rng.integers(40)}",
+                         "event_time": at, "action_type": str(rng.choice(ACTIONS))})
+    frame = pd.DataFrame(rows)
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True).dt.as_unit("ms")
+    return frame[frame["event_time"] < pd.Timestamp(start + timedelta(days=days))]
+
+
+def _table(folder: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(folder / "user_realtime").to_pandas()
+    return frame.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+
+
+def test_the_offline_table_rebuilds_only_the_days_that_changed_and_equals_a_full_build(tmp_path: Path) -> None:
+    from recsys.stores.lake import Lake
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    events = _days_of_events(start, 6)
+    lake = Lake(tmp_path / "lake")
+    lake.write_snapshot("items", pd.DataFrame({"item_id": list(CATEGORIES), "category": list(CATEGORIES.values())}))
+    first = events[events["event_time"] < pd.Timestamp(start + timedelta(days=5))]
+    lake.write_interactions(first.assign(value=np.nan, session_id=None, context=None))
+    out = tmp_path / "features"
+    assert write_realtime_table(lake, out) == len(_table(out)) > 0  # the first build: every day
+    assert write_realtime_table(lake, out) == 0  # nothing changed: nothing rebuilt
+
+    last = events[events["event_time"] >= pd.Timestamp(start + timedelta(days=5))]
+    lake.write_interactions(last.assign(value=np.nan, session_id=None, context=None))
+    written = write_realtime_table(lake, out)
+    full = realtime_history(events, CATEGORIES).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+    assert 0 < written == int((full["event_timestamp"] >= pd.Timestamp(start + timedelta(days=5))).sum())
+    table = _table(out)
+    assert len(table) == len(full)
+    for name in FEATURES:
+        assert all(same(a, b) for a, b in zip(table[name], full[name])), name  # as if rebuilt from scratch
+
+    late = _days_of_events(start + timedelta(days=2, hours=23), 1, users=2, seed=9).head(20)  # late events, day 3
+    lake.write_interactions(late.assign(value=np.nan, session_id=None, context=None))
+    written = write_realtime_table(lake, out)
+    both = pd.concat([events, late], ignore_index=True)
+    full = realtime_history(both, CATEGORIES).sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+    days = full["event_timestamp"].dt.strftime("%Y-%m-%d")
+    changed = {d for d in late["event_time"].dt.strftime("%Y-%m-%d")}
+    nexts = {(pd.Timestamp(d) + pd.Timedelta(days=1)).strftime("%Y-%m-%d") for d in changed}
+    assert written == int(days.isin(changed | nexts).sum()) < len(full)  # those days and the next, no more
+    table = _table(out)
+    for name in FEATURES:
+        assert all(same(a, b) for a, b in zip(table[name], full[name])), name
+
+    lake.write_snapshot("items", pd.DataFrame({"item_id": list(CATEGORIES), "category": ["new"] * len(CATEGORIES)}))
+    assert write_realtime_table(lake, out) == len(full)  # new categories: every day again
+    assert set(_table(out)["last_categories"].explode().dropna()) == {"new"}
