@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 import numpy as np
@@ -345,7 +345,7 @@ class FoldedEnsemble:
     """
 
     def __init__(self, model: Ensemble) -> None:
-        config, members = model.config, list(model.members)
+        config, members = model.config, [cast(WideDeep, member) for member in model.members]
         self.members, dense, width = len(members), config.dense, config.embedding_dim
         layers = [[layer for layer in member.deep if isinstance(layer, nn.Linear)] for member in members]
         with torch.no_grad():
@@ -354,8 +354,9 @@ class FoldedEnsemble:
             self.first_bias = torch.cat([stack[0].bias.detach() for stack in layers])
             # every categorical column's folded table stacked into one, column j's rows from offsets[j] on
             sizes = config.categorical_sizes
-            folded = [torch.cat([m.embeddings[j].weight.detach() @ w[dense + j * width:dense + (j + 1) * width]
-                                 for m, w in zip(members, first)], dim=1) for j in range(len(sizes))]
+            folded = [torch.cat([cast(nn.Embedding, m.embeddings[j]).weight.detach()
+                                 @ w[dense + j * width:dense + (j + 1) * width] for m, w in zip(members, first)], dim=1)
+                      for j in range(len(sizes))]
             self.table = torch.cat(folded).contiguous() if folded else torch.zeros(0)
             self.offsets = torch.tensor([sum(sizes[:j]) for j in range(len(sizes))], dtype=torch.int64)
             # later layers: (members, in, out) weights and (members, 1, out) biases, one batched matmul each
