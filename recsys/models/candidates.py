@@ -19,7 +19,6 @@ user) falls back to their onboarding categories, else to what is popular.
 from __future__ import annotations
 
 import copy
-import heapq
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -357,7 +356,9 @@ class CandidateGenerator:
                     tail[item] = tail.get(item, 0.0) + weight / (RRF_K + rank + 1)
         limit = k or sum(quotas.values())
         first = min(limit, keep) if keep is not None else limit
-        ordered = heapq.nsmallest(first, fused, key=lambda i: (-fused[i], i))
+        ordered = sorted(fused)  # by id, then (stable) by score, best first: ties keep the id order
+        ordered.sort(key=fused.__getitem__, reverse=True)
+        del ordered[first:]
         if k is not None and len(ordered) < first:
             extra_items = sorted((i for i in tail if i not in fused), key=lambda i: (-tail[i], i))
             ordered += extra_items[: first - len(ordered)]
