@@ -111,19 +111,26 @@ def materialize_step(context: RunContext) -> StepResult:
                       metrics={f"{r.view}_rows": r.rows for r in reports})
 
 
+def _warm_folder(context: RunContext) -> Path | None:
+    """The serving version's `models/<version>` folder, which training warm-starts from (None: `--full`, or
+    nothing in service)."""
+    from workflow.release import stable_version
+
+    serving = None if context.manifest.options.get("full") else stable_version(context.settings)
+    return context.settings.data_path / "models" / serving.candidates if serving is not None else None
+
+
 def candidates_step(context: RunContext) -> StepResult:
     """Two-tower training on the events before the held-out day, index, neighbours, user vectors: a new
     `models/<version>` folder, not published."""
     from embeddings.artifacts import build_candidate_artifacts
     from embeddings.train import TrainConfig
     from training.tracking import candidate_record
-    from workflow.release import stable_version
 
     settings, config, full = context.settings, context.settings.pipeline, context.manifest.options.get("full")
     until = datetime.fromisoformat(context.output("lake", "held_out_day"))
     version = f"two-tower-{context.manifest.run_id}"
-    serving = None if full else stable_version(settings)
-    warm = settings.data_path / "models" / serving.candidates if serving is not None else None
+    warm = _warm_folder(context)
     train = TrainConfig(epochs=config.epochs, until=until, warm_start=warm, warm_epochs=config.warm_epochs,
                         replay_share=config.replay_share, warm_learning_rate=config.warm_learning_rate,
                         max_steps=config.max_steps)
@@ -150,7 +157,6 @@ def ranker_step(context: RunContext) -> StepResult:
     from training.ranker_eval import RankedCandidates, RankerEvalConfig, RankerRun, ranker_record
     from training.ranker_train import RankerTrainConfig, plot_curves, save_ranker
     from workflow.evaluate import held_out_day
-    from workflow.release import stable_version
 
     settings = context.settings
     items = open_lake(settings).latest_snapshot("items")
@@ -160,8 +166,8 @@ def ranker_step(context: RunContext) -> StepResult:
     train = frame[frame["event_time"] < pd.Timestamp(start)].reset_index(drop=True)
     test = frame[frame["event_time"] >= pd.Timestamp(start)]
     config = settings.pipeline
-    serving = None if context.manifest.options.get("full") else stable_version(settings)
-    warm = settings.data_path / "models" / serving.candidates / HISTORY_MODEL if serving is not None else None
+    serving = _warm_folder(context)
+    warm = serving / HISTORY_MODEL if serving is not None else None
     history_train = TrainConfig(epochs=config.ranker_candidate_epochs, warm_start=warm, warm_epochs=config.warm_epochs,
                                 replay_share=config.replay_share, warm_learning_rate=config.warm_learning_rate,
                                 max_steps=config.max_steps)

@@ -22,11 +22,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from recsys.features.realtime import SCHEMA, realtime_history, to_arrow
 from recsys.stores.activity import KEEP_MS
-from recsys.stores.lake import PARTITION, Lake
+from recsys.stores.lake import PARTITION, Lake, atomic_write
 from recsys.streaming.features import item_categories
 
 TABLE = "user_realtime"
@@ -42,7 +41,7 @@ def write_realtime_table(lake: Lake, output: Path, as_of: datetime | None = None
     days = _lake_days(lake)
     built = _read_record(record, target)
     cut = as_of.isoformat() if as_of else None
-    state: dict[str, Any] = {"catalog": _catalog_version(lake), "as_of": cut, "days": days}
+    state: dict[str, Any] = {"catalog": lake.snapshot_version("items"), "as_of": cut, "days": days}
     rebuild = full or built is None or built.get("catalog") != state["catalog"]
     folder = target.with_name(f".{TABLE}.{os.getpid()}.tmp") if rebuild else target  # a rebuild swaps in whole
     if built is None or rebuild:
@@ -65,7 +64,7 @@ def write_realtime_table(lake: Lake, output: Path, as_of: datetime | None = None
         for day in sorted(todo):
             rows = history.filter(pc.equal(event_days, day)) if event_days is not None else SCHEMA.empty_table()
             if rows.num_rows:
-                _atomic_write(rows, folder / _file(day))
+                atomic_write(rows, folder / _file(day))
             else:
                 (folder / _file(day)).unlink(missing_ok=True)
             written += rows.num_rows
@@ -100,12 +99,6 @@ def _lake_days(lake: Lake) -> dict[str, str]:
     return days
 
 
-def _catalog_version(lake: Lake) -> str | None:
-    folder = lake.catalog_path / "items"
-    done = sorted(p for p in folder.glob("snapshot=*") if (p / "_digest").exists()) if folder.exists() else []
-    return f"{done[-1].name}:{(done[-1] / '_digest').read_text()}" if done else None
-
-
 def _read_record(record: Path, target: Path) -> dict[str, Any] | None:
     """The last build's record, or None when the table is missing, in another layout, or unrecorded."""
     if not record.is_file() or not target.is_dir() or (target / "part-0.parquet").exists():
@@ -133,9 +126,3 @@ def _swap(folder: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(folder, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)

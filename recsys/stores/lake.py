@@ -85,7 +85,7 @@ class Lake:
         else:
             fresh = merged = new
         merged = merged.sort_by([("event_time", "ascending"), ("event_id", "ascending")])
-        _atomic_write(merged, target)
+        atomic_write(merged, target)
         return fresh.num_rows
 
     def interactions(self, filter: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -140,13 +140,19 @@ class Lake:
             return False
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
         target = self.catalog_path / name / f"snapshot={stamp}"
-        _atomic_write(table, target / f"{name}.parquet")
+        atomic_write(table, target / f"{name}.parquet")
         (target / "_digest").write_text(digest)
         return True
 
     def latest_snapshot(self, name: str) -> pd.DataFrame | None:
         latest = self._latest_snapshot_dir(name)
         return None if latest is None else pq.read_table(latest / f"{name}.parquet").to_pandas()
+
+    def snapshot_version(self, name: str) -> str | None:
+        """The latest complete snapshot of a catalog table as `<folder>:<content digest>` (None: none yet): it
+        changes exactly when `latest_snapshot` would return other content."""
+        latest = self._latest_snapshot_dir(name)
+        return None if latest is None else f"{latest.name}:{(latest / '_digest').read_text()}"
 
     def _latest_snapshot_dir(self, name: str) -> Path | None:
         folder = self.catalog_path / name
@@ -188,7 +194,8 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _atomic_write(table: pa.Table, target: Path) -> None:
+def atomic_write(table: pa.Table, target: Path) -> None:
+    """Write `table` to `target` as Parquet (zstd) through a temporary file: readers see the old or the new."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     pq.write_table(table, tmp, compression="zstd")
