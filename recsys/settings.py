@@ -128,6 +128,8 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 58000
     workers: int = Field(1, ge=1, description="API worker processes (BentoML); one per core the API may use")
+    fast_lane: bool = Field(True, description="answer valid GET /recommendations requests without FastAPI's routing "
+                            "and dependency solving (same answers and errors; off: every request through the route)")
     api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")],
                                       description="keys accepted in the X-API-Key header")
     admin_api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-admin-key")],
