@@ -61,3 +61,19 @@ def test_bad_requests_are_clear_errors(history: Settings) -> None:
     good = pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event_timestamp": [T0], "label": [1]})
     with pytest.raises(UnknownFeatureServiceError):
         build_training_set(store, good, service="nope")
+
+
+@pytest.mark.parametrize("profile", ["local"], indirect=True)
+def test_a_set_joined_in_chunks_is_the_set_joined_at_once(history: Settings) -> None:
+    labelled = pd.DataFrame({
+        "user_id": ["u1", "u2", "u1", "u1", "u1", "u2", "u1"],
+        "item_id": ["i1", "i1", "i2", "i1", "i2", "i2", "i1"],
+        "event_timestamp": [T0 + timedelta(days=d) for d in (1, 3, 1, -1, 5, 2, 3)],
+        "label": [1, 0, 1, 0, 0, 1, 1],
+    }, index=[10, 11, 12, 13, 14, 15, 16])
+    store = open_feature_store(history)
+    whole = build_training_set(store, labelled)
+    chunked = build_training_set(store, labelled, chunk_rows=3)
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame)
+    pd.testing.assert_frame_equal(chunked.status, whole.status)
+    assert chunked.frame["user_features__interactions_total"].tolist() == [10, 0, 10, 0, 20, 0, 20]
