@@ -74,7 +74,6 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ["BENTOML_HOME"] = str(folder / "bentoml")  # the run's own model store, not ~/bentoml
     world_folder = folder / "world"
     figures: dict[str, Any] = {"world": {k: getattr(config, k) for k in ("users", "items", "interactions", "days",
                                                                         "seed")},
@@ -86,6 +85,9 @@ def main() -> None:
         figures["world_seconds"] = round(time.perf_counter() - started, 1)
     first, last = world_folder / "first", world_folder / "last"
     settings = local_settings(folder)
+    # The run's own model store, not ~/bentoml; set after `local_settings`, whose import of the tests' conftest
+    # points BENTOML_HOME at a temporary store (the runs of 2026-12-02 published their rankers there).
+    os.environ["BENTOML_HOME"] = str(folder / "bentoml")
     bootstrap = with_pipeline(settings, max_steps=args.bootstrap_steps)
     if args.resume:  # a day-1 run that failed at a step (e.g. killed): on from there
         figures["day1"] = summary(run_pipeline(bootstrap, resume=args.resume, progress=print))

@@ -3,6 +3,7 @@ hold on this machine (at 500 req/s `bench.serving_latency`'s generator sent up t
 
     .venv/bin/python -m bench.vegeta_latency [--workers 2] [--seconds 20] [--full-rates 50,100,200]
         [--cached-rates 500] [--interactions-rates 500] [--set RECSYS_X=V ... --label -name]
+        [--world var/bench/daily-10000000]
 
 Same world, server and replay as `bench.serving_latency` (ml-latest-small served as `make serve` runs it, users
 drawn at random over all of them, `as_of` the data's end, the full path with `serving.precomputed_reads=false`,
@@ -10,6 +11,10 @@ POST /interactions against the real Kafka when `infra/services.sh status` shows 
 rate whatever the answers do and times each request from its send; every body is decoded for its rung.
 Results: bench/results/vegeta_latency.json (a run per workers count; `bench.serving_latency` for the Python
 generator's figures beside them).
+
+`--world DIR` serves a world built by `bench.daily_scale` instead (DIR/data, its Feast repository and project,
+its model store DIR/bentoml; e.g. the 10M world: 200k users, 50k items, the published two-tower version, ranker
+and materialized features), in place: users drawn over all of its lake's users, GETs only.
 """
 
 from __future__ import annotations
@@ -118,22 +123,30 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="RECSYS_X=V",
                         help="a settings variable for the served app (repeatable), e.g. an A/B of one setting")
     parser.add_argument("--label", default="", help="recorded as runs['<workers>w<label>']")
+    parser.add_argument("--world", type=Path, default=None, help="a bench.daily_scale folder to serve instead")
     args = parser.parse_args()
     binary = vegeta()
-    world = small_world()
-    folder = fresh_copy(world)
+    world_env: dict[str, str] = {}
+    if args.world is not None:
+        folder = args.world.resolve() / "data"
+        world_env = {"RECSYS_FEATURES__REPO_PATH": str(args.world.resolve() / "feature_repo"),
+                     "RECSYS_FEATURES__PROJECT": "daily_scale", "BENTOML_HOME": str(args.world.resolve() / "bentoml")}
+    else:
+        folder = fresh_copy(small_world())
     users, items, as_of = users_of(folder), items_of(folder), data_end(folder)
     base = f"http://127.0.0.1:{PORT}"
-    common = {"RECSYS_SERVING__WORKERS": str(args.workers), "RECSYS_SERVING__ALLOW_AS_OF": "true",
+    common = {**world_env, "RECSYS_SERVING__WORKERS": str(args.workers), "RECSYS_SERVING__ALLOW_AS_OF": "true",
               **dict(setting.split("=", 1) for setting in args.set)}
     logs = CACHE / "logs"
     plan = [("full", {**common, "RECSYS_SERVING__PRECOMPUTED_READS": "false"}, args.full_rates),
             ("cached", common, args.cached_rates)]
-    if services_up("kafka"):
+    if services_up("kafka") and args.world is None:
         plan.append(("interactions", {**common, "RECSYS_PROFILE": "services", "RECSYS_KAFKA__TOPIC": BENCH_TOPIC},
                      args.interactions_rates))
     paths: dict[str, Any] = {}
     for path, env, rates in plan:
+        if not rates.strip(","):  # no rate asked for this path: no server for it
+            continue
         with serve(folder, logs / f"vegeta-{path}.log", env) as info:
             lines = target_lines(base, path, users, items, as_of, args.seed, 20_000)
             attack(binary, lines[:200], 20, 3)  # warm-up: first connections, caches, lazily built state
@@ -149,7 +162,8 @@ def main() -> None:
                 "users drawn at random (seeded) over all users; GETs at as_of = the data's end",
         "machine": machine(),
         "runs": {**previous.get("runs", {}), f"{args.workers}w{args.label}": {
-            **stamp, "workers": args.workers, "settings": dict(setting.split("=", 1) for setting in args.set),
+            **stamp, "workers": args.workers, "world": str(args.world or "ml-latest-small"), "users": len(users),
+            "settings": dict(setting.split("=", 1) for setting in args.set),
             "paths": paths}},
     }, args.out)
 
