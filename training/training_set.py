@@ -43,8 +43,9 @@ def build_training_set(store: FeatureStore, labelled: pd.DataFrame, service: str
                        chunk_rows: int = CHUNK_ROWS) -> TrainingSet:
     """Features of each (user, item, event time, label) row, as of that time, in the input's order.
 
-    Joined `chunk_rows` rows at a time: the join's memory grows with the rows asked (about 4.5 GB per million
-    on the 10M world, measured), and each row's features depend on that row alone, so the pieces are the whole.
+    Joined `chunk_rows` rows at a time: the join's memory grows with the rows asked, and each row's features depend
+    on that row alone, so the pieces are the whole. On the 10M world 1M rows peak at +3.6 GiB in chunks of 250,000
+    against +7.0 GiB at once, for 131 s against 77 s (`bench/training_set_memory.py`).
     """
     missing = [c for c in LABELLED_COLUMNS if c not in labelled.columns]
     if missing:
