@@ -14,7 +14,7 @@ from __future__ import annotations
 import bentoml
 
 from bento_services import hosting
-from bento_services.api.http import ENDPOINTS
+from bento_services.api.edge import ENDPOINTS
 from bento_services.models import CANDIDATES_MODEL, RANKER_MODEL, reference, served_candidates
 from bento_services.pipeline.retrieve import current_folder
 from recsys.settings import Settings
