@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from recsys.models.fusion import EMPTY, CodeBook, Codes, fuse, summed
 from recsys.models.item_index import ItemIndex
 from recsys.models.neighbours import ItemNeighbours
 
@@ -193,6 +194,15 @@ class CandidateGenerator:
         self.tags = {str(i): [str(t) for t in tags] for i, tags in zip(items.index, items["tags"])
                      if isinstance(tags, (list, np.ndarray)) and len(tags)}
         self._by_category: dict[str, list[str]] | None = None  # every item per category, made when first needed
+        # The request path's item codes (`recsys.models.fusion`): every id a source can name has one.
+        neighbours = tables.neighbours
+        self.book = CodeBook.of([(str(i) for i in items.index), tables.index.item_ids,
+                                 neighbours.item_ids if neighbours is not None else (),
+                                 (i for i, _ in tables.popular), (i for i, _ in tables.trending)], self.servable)
+        self._index_codes = self.book.mapping(tables.index.item_ids)  # index row -> code
+        self._neighbour_codes = self.book.mapping(neighbours.item_ids) if neighbours is not None else EMPTY[0]
+        self._neighbour_rows = np.full(len(self.book), -1, dtype=np.int64)  # code -> neighbours row (-1: none)
+        self._neighbour_rows[self._neighbour_codes] = np.arange(len(self._neighbour_codes))
 
     # -- items placed or changed after the tables were built -------------------------------------------------
     def content_vector(self, tags: Sequence[str], category: str | None) -> np.ndarray | None:
@@ -259,6 +269,12 @@ class CandidateGenerator:
                                    by_tag=by_tag)
         generator.category, generator.tags, generator.servable = category, tags, servable
         generator._by_category = None
+        generator.book = self.book.with_items([(u.item_id, u.is_active) for u in updates])
+        if placed:
+            generator._index_codes = np.concatenate([self._index_codes,
+                                                     generator.book.mapping([u.item_id for u in placed])])
+        grown = len(generator.book) - len(self.book)
+        generator._neighbour_rows = np.concatenate([self._neighbour_rows, np.full(grown, -1, dtype=np.int64)])
         return generator
 
     def generate(
@@ -266,65 +282,95 @@ class CandidateGenerator:
         onboarding_categories: Sequence[str] = (), k: int | None = None, keep: int | None = None,
     ) -> list[Candidate]:
         """Merged candidates for one user, best first; at most `k` (default: the sum of quotas); `keep`: see
-        `merge`."""
+        `merge`. Without `k` the merge runs over item codes (`fusion.fuse`, the same list)."""
         categories = self._categories(recent_items) or list(onboarding_categories)
         lists = {
-            "collaborative": self.collaborative(user_vector),
-            "similar_items": self.similar_items(recent_items, consumed),
-            "content": self.content(recent_items, categories),
-            "popularity": self.popularity(categories),
-            "trending": self.trending(),
+            "collaborative": self._collaborative(user_vector),
+            "similar_items": self._similar_items(recent_items, consumed),
+            "content": self._content(recent_items, categories),
+            "popularity": self._popularity(categories),
+            "trending": self._trending(),
         }
-        return self.merge(lists, consumed, k, keep)
+        quotas = self.quotas.__dict__
+        if k is not None:  # a top-up reads the sources past their quotas: the merge over ids
+            return self.merge({source: self.book.as_pairs(found) for source, found in lists.items()}, consumed, k,
+                              keep)
+        limit = sum(quotas.values())
+        return fuse(self.book, lists, self.book.blocked(consumed), quotas, self.weights.__dict__, RRF_K,
+                    min(limit, keep) if keep is not None else limit, Candidate)
 
-    # -- sources ------------------------------------------------------------------------------------------
+    # -- sources: (id, score) lists best first; the request path reads them as codes (the `_` methods) -------
     def collaborative(self, user_vector: np.ndarray | None) -> list[tuple[str, float]]:
-        if user_vector is None or self.quotas.collaborative == 0:
-            return []
-        return self.tables.index.search(user_vector.reshape(1, -1), self._room(self.quotas.collaborative),
-                                        nprobe=self.nprobe)[0]
+        return self.book.as_pairs(self._collaborative(user_vector))
 
     def similar_items(self, recent_items: Sequence[str], consumed: set[str]) -> list[tuple[str, float]]:
         """Items most often consumed with the user's recent ones (newest weigh most)."""
-        if self.tables.neighbours is None or self.quotas.similar_items == 0:
-            return []
-        # Older items weigh recency**age: past SIMILAR_HISTORY items (0.97**200 < 0.003) they no longer move
-        # the order, but would still cost their neighbours' rows (about 1,000 each) per request.
-        return self.tables.neighbours.similar(recent_items[-SIMILAR_HISTORY:], self._room(self.quotas.similar_items),
-                                              consumed, recency=self.recency)
+        return self.book.as_pairs(self._similar_items(recent_items, consumed))
 
     def content(self, recent_items: Sequence[str], categories: Sequence[str]) -> list[tuple[str, float]]:
         """Near the recent items (mean of their vectors), then items sharing their tags and categories."""
+        return self.book.as_pairs(self._content(recent_items, categories))
+
+    def popularity(self, categories: Sequence[str]) -> list[tuple[str, float]]:
+        return self.book.as_pairs(self._popularity(categories))
+
+    def trending(self) -> list[tuple[str, float]]:
+        return self.book.as_pairs(self._trending())
+
+    def _collaborative(self, user_vector: np.ndarray | None) -> Codes:
+        if user_vector is None or self.quotas.collaborative == 0:
+            return EMPTY
+        rows, scores = self.tables.index.search_rows(user_vector, self._room(self.quotas.collaborative),
+                                                     nprobe=self.nprobe)
+        return self._index_codes[rows], scores.astype(np.float64)
+
+    def _similar_items(self, recent_items: Sequence[str], consumed: set[str]) -> Codes:
+        neighbours = self.tables.neighbours
+        if neighbours is None or self.quotas.similar_items == 0:
+            return EMPTY
+        # Older items weigh recency**age: past SIMILAR_HISTORY items (0.97**200 < 0.003) they no longer move
+        # the order, but would still cost their neighbours' rows (about 1,000 each) per request.
+        rows = self._neighbour_rows[self.book.codes(recent_items[-SIMILAR_HISTORY:])]
+        excluded = self._neighbour_rows[self.book.codes(consumed)]
+        cols, values = neighbours.similar_rows(rows[rows >= 0], self._room(self.quotas.similar_items),
+                                               excluded[excluded >= 0], recency=self.recency)
+        return self._neighbour_codes[cols], values
+
+    def _content(self, recent_items: Sequence[str], categories: Sequence[str]) -> Codes:
         quota = self.quotas.content
         if quota == 0:
-            return []
-        found: list[tuple[str, float]] = []
+            return EMPTY
+        found = [EMPTY]
         known = [self.tables.vectors[i] for i in recent_items[-20:] if i in self.tables.vectors]
         if known:
             centre = np.mean(known, axis=0)
             centre /= max(float(np.linalg.norm(centre)), 1e-12)
-            found += self.tables.index.search(centre.reshape(1, -1).astype(np.float32), self._room(quota),
-                                              nprobe=self.nprobe)[0]
-        tags = self._tags(recent_items)
-        scored: dict[str, float] = defaultdict(float)
-        for rank, tag in enumerate(tags):
-            for item in self.tables.by_tag.get(tag, [])[:quota]:
-                scored[item] += 1.0 / (1 + rank)
-        for rank, category in enumerate(categories[:3]):
-            for item, _ in self.tables.popular_by_category.get(category, [])[:quota]:
-                scored[item] += 0.5 / (1 + rank)
-        found += sorted(scored.items(), key=lambda pair: -pair[1])[: self._room(quota)]
-        return found
+            rows, scores = self.tables.index.search_rows(centre.astype(np.float32), self._room(quota),
+                                                         nprobe=self.nprobe)
+            found.append((self._index_codes[rows], scores.astype(np.float64)))
+        book, tables = self.book, self.tables
+        parts = [(book.items(("tag", tag, quota), tables.by_tag.get(tag, [])[:quota]), 1.0 / (1 + rank))
+                 for rank, tag in enumerate(self._tags(recent_items))]
+        parts += [(book.pairs(("category", category, quota), tables.popular_by_category.get(category, [])[:quota])[0],
+                   0.5 / (1 + rank)) for rank, category in enumerate(categories[:3])]
+        if parts:
+            codes, totals = summed(np.concatenate([codes for codes, _ in parts]),
+                                   np.concatenate([np.full(len(codes), weight) for codes, weight in parts]))
+            found.append((codes[: self._room(quota)], totals[: self._room(quota)]))
+        return np.concatenate([codes for codes, _ in found]), np.concatenate([scores for _, scores in found])
 
-    def popularity(self, categories: Sequence[str]) -> list[tuple[str, float]]:
-        quota = self.quotas.popularity
+    def _popularity(self, categories: Sequence[str]) -> Codes:
+        room = self._room(self.quotas.popularity)
         if not categories:
-            return self.tables.popular[: self._room(quota)]
-        share = max(1, self._room(quota) // min(3, len(categories)))
-        return [pair for c in categories[:3] for pair in self.tables.popular_by_category.get(c, [])[:share]]
+            return self.book.pairs(("popular", room), self.tables.popular[:room])
+        share = max(1, room // min(3, len(categories)))
+        found = [self.book.pairs(("category", c, share), self.tables.popular_by_category.get(c, [])[:share])
+                 for c in categories[:3]]
+        return np.concatenate([codes for codes, _ in found]), np.concatenate([scores for _, scores in found])
 
-    def trending(self) -> list[tuple[str, float]]:
-        return self.tables.trending[: self._room(self.quotas.trending)]
+    def _trending(self) -> Codes:
+        room = self._room(self.quotas.trending)
+        return self.book.pairs(("trending", room), self.tables.trending[:room])
 
     # -- merge ----------------------------------------------------------------------------------------------
     def merge(self, lists: dict[str, list[tuple[str, float]]], consumed: set[str], k: int | None,

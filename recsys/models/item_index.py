@@ -161,14 +161,31 @@ class ItemIndex:
 
         IVF probes ``nprobe`` lists (more is slower and closer to exact); IVF-PQ scores are approximate.
         """
+        matrix = self._queries(np.atleast_2d(queries), k, nprobe)
+        built, added, n = self._item_ids, self._added_ids, len(self._item_ids)
+        return [[(built[label] if label < n else added[label - n], float(score))
+                 for label, score in zip(labels.tolist(), scores.tolist())]
+                for labels, scores in self._search_rows(matrix, k, nprobe)]
+
+    def search_rows(self, query: np.ndarray, k: int, nprobe: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """`search` of one query as arrays: rows of `item_ids` (int64) and their inner products (float32), best
+        first; no ids are made (the request path maps rows to its own item codes)."""
+        return self._search_rows(self._queries(np.asarray(query).reshape(1, -1), k, nprobe), k, nprobe)[0]
+
+    def _queries(self, queries: np.ndarray, k: int, nprobe: int) -> np.ndarray:
+        """The queries as a float32 matrix, checked with k and nprobe (IndexInputError)."""
         if k < 1:
             raise IndexInputError(f"k must be at least 1, got {k}")
         if nprobe < 1:
             raise IndexInputError(f"nprobe must be at least 1, got {nprobe}")
-        matrix = _as_matrix(np.atleast_2d(queries), "queries")
+        matrix = _as_matrix(queries, "queries")
         if matrix.shape[1] != self.meta.dim:
             raise IndexInputError(f"queries have dimension {matrix.shape[1]}, the index has {self.meta.dim}")
         _check_finite(matrix, "queries")
+        return matrix
+
+    def _search_rows(self, matrix: np.ndarray, k: int, nprobe: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row: the rows of `item_ids` found (the placed items' after the built ones) and scores."""
         k_asked = min(k, len(self._item_ids))
         if isinstance(self._index, faiss.IndexIVF):
             params = faiss.SearchParametersIVF()
@@ -176,17 +193,19 @@ class ItemIndex:
             scores, labels = self._index.search(matrix, k_asked, params=params)
         else:
             scores, labels = self._index.search(matrix, k_asked)
-        ids = self._item_ids
         # FAISS pads with label -1 when the probed lists hold fewer than k items; those are not results.
-        found = [[(ids[label], float(score)) for label, score in zip(row_labels.tolist(), row_scores.tolist())
-                  if label >= 0] for row_labels, row_scores in zip(labels, scores)]
+        found = [(row_labels[row_labels >= 0].astype(np.int64), row_scores[row_labels >= 0])
+                 for row_labels, row_scores in zip(labels, scores)]
         if self._added is None:
             return found
         added_scores, added_labels = self._added.search(matrix, min(k, len(self._added_ids)))
-        added = self._added_ids
-        return [sorted(row + [(added[label], float(score)) for label, score in zip(labels_.tolist(), scores_.tolist())
-                              if label >= 0], key=lambda pair: -pair[1])[:k]
-                for row, labels_, scores_ in zip(found, added_labels, added_scores)]
+        merged = []
+        for (rows, row_scores), labels_, scores_ in zip(found, added_labels, added_scores):
+            rows = np.concatenate([rows, labels_[labels_ >= 0].astype(np.int64) + len(self._item_ids)])
+            row_scores = np.concatenate([row_scores, scores_[labels_ >= 0]])
+            best = np.argsort(-row_scores, kind="stable")[:k]  # stable: the built items first among equals
+            merged.append((rows[best], row_scores[best]))
+        return merged
 
     def save(self, folder: Path) -> None:
         """Write the artifact folder atomically: readers see the old folder or the complete new one."""

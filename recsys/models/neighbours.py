@@ -95,9 +95,17 @@ class ItemNeighbours:
                 recency: float = 1.0) -> list[tuple[str, float]]:
         """Top-``k`` items by summed weight from ``recent_items`` (newest last; each older one counts
         ``recency`` times the next), leaving out ``exclude``."""
-        rows = [self._row[i] for i in recent_items if i in self._row]
-        if not rows or k < 1:
-            return []
+        rows = np.fromiter((self._row[i] for i in recent_items if i in self._row), dtype=np.int64)
+        excluded = np.fromiter((self._row[i] for i in exclude if i in self._row), dtype=np.int64)
+        cols, values = self.similar_rows(rows, k, excluded, recency)
+        return [(self.item_ids[c], float(v)) for c, v in zip(cols.tolist(), values.tolist())]
+
+    def similar_rows(self, rows: np.ndarray, k: int, exclude: np.ndarray, recency: float = 1.0,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """`similar` over rows of `item_ids` (the recent ones newest last, the excluded ones): the top-``k``
+        rows and their summed weights (float64), best first (ties: the lower row first)."""
+        if len(rows) == 0 or k < 1:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         age = np.arange(len(rows) - 1, -1, -1, dtype=np.float64)
         # The weighted sum of the recent items' rows: gather the rows, then add up per column (a sparse
         # 1 x n product costs several times more for the same work).
@@ -110,13 +118,13 @@ class ItemNeighbours:
         else:
             columns, inverse = np.unique(picked.indices, return_inverse=True)
             totals = np.bincount(inverse, weights=contributions)
-        keep = (totals > 0) & ~np.isin(columns, [self._row[i] for i in exclude if i in self._row])
+        keep = (totals > 0) & ~np.isin(columns, exclude)
         cols, values = columns[keep], totals[keep]
         if len(cols) > k:
             top = np.argpartition(-values, k - 1)[:k]
             cols, values = cols[top], values[top]
         order = np.lexsort((cols, -values))
-        return [(self.item_ids[c], float(v)) for c, v in zip(cols[order], values[order])]
+        return cols[order].astype(np.int64), values[order]
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

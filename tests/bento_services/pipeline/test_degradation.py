@@ -175,7 +175,7 @@ def test_an_index_that_raises_at_request_time_falls_back(world: World) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("faiss blew up")
 
-    pipeline.retriever.tables.index.search = broken  # type: ignore[method-assign]
+    pipeline.retriever.tables.index.search_rows = broken  # type: ignore[method-assign]
     before = failures("candidates", "error")
     assert ask(pipeline, world.warm_user).degradation == Degradation.POPULAR
     assert failures("candidates", "error") == before + 1
