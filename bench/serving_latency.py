@@ -186,7 +186,9 @@ def serve(folder: Path, log: Path, settings_env: dict[str, str], own_model_store
                                 "env": {k: v for k, v in env.items() if k.startswith("RECSYS_SERVING__")
                                         or k in ("RECSYS_PROFILE", "RECSYS_KAFKA__TOPIC")}}
         info["readyz"] = _readiness(f"http://127.0.0.1:{PORT}")
+        info["pid"] = process.pid
         yield info
+        del info["pid"]
         info["rss_mib"] = _rss_mib(process.pid)
 
 
@@ -198,6 +200,17 @@ def _readiness(base: str) -> dict[str, Any]:
         return dict(json.load(error).get("checks", {}))
     except OSError as error:
         return {"error": repr(error)}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of the server's process tree so far (its workers included)."""
+    try:
+        import psutil
+
+        root = psutil.Process(pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    except Exception:  # noqa: BLE001 - a figure of convenience; a process may be gone
+        return None
 
 
 def _rss_mib(pid: int) -> float | None:

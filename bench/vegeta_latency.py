@@ -8,7 +8,9 @@ hold on this machine (at 500 req/s `bench.serving_latency`'s generator sent up t
 Same world, server and replay as `bench.serving_latency` (ml-latest-small served as `make serve` runs it, users
 drawn at random over all of them, `as_of` the data's end, the full path with `serving.precomputed_reads=false`,
 POST /interactions against the real Kafka when `infra/services.sh status` shows it up). vegeta sends at the
-rate whatever the answers do and times each request from its send; every body is decoded for its rung.
+rate whatever the answers do and times each request from its send; every body is decoded for its rung. Each run
+also records `server_cpu_ms_per_request`: the CPU seconds of the server's processes over the run (workers
+included) per request sent, a figure the machine's noise moves far less than the tail.
 Results: bench/results/vegeta_latency.json (a run per workers count; `bench.serving_latency` for the Python
 generator's figures beside them).
 
@@ -36,6 +38,7 @@ from bench.serving_latency import (
     BENCH_TOPIC,
     PORT,
     accepted_label,
+    cpu_seconds,
     data_end,
     fresh_copy,
     items_of,
@@ -152,7 +155,11 @@ def main() -> None:
             attack(binary, lines[:200], 20, 3)  # warm-up: first connections, caches, lazily built state
             runs = []
             for rate in [float(r) for r in rates.split(",") if r]:
+                before = cpu_seconds(info["pid"])
                 runs.append(summarise(attack(binary, lines, rate, args.seconds), path, rate, args.seconds))
+                after = cpu_seconds(info["pid"])
+                if before is not None and after is not None:  # the server's CPU per request sent (all processes)
+                    runs[-1]["server_cpu_ms_per_request"] = round(1000 * (after - before) / runs[-1]["requests"], 2)
                 print(path, json.dumps({k: v for k, v in runs[-1].items() if k != "answers"}), flush=True)
             paths[path] = {"server": info, "runs": runs}
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
