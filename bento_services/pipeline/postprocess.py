@@ -12,6 +12,7 @@ Scores are min-max scaled to (0, 1] first, so multiplicative rules mean the same
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -73,26 +74,34 @@ class PostProcessor:
                        strength: float) -> tuple[list[int], list[float]]:
         """Greedy picks and each pick's score after the penalty (non-increasing: penalties only grow).
 
-        Each pick of a category divides that category's remaining scores.
+        Each pick of a category divides that category's remaining scores by `1 + strength * picks`. One penalty per
+        category means a category's best remaining item is always its next in score order, so the greedy pick is
+        the best of the categories' heads: a heap over categories, not a pass over every item per pick. Ties go to
+        the earlier item, as an argmax over the items would.
         """
         if strength <= 0.0:
             ranked = [int(k) for k in np.argsort(-scores, kind="stable")[:n]]
             return ranked, [float(scores[k]) for k in ranked]
         categories = self.attributes.category
-        names = [categories.get(item, "") for item in ids]
-        codes = {name: code for code, name in enumerate(dict.fromkeys(names))}
-        item_codes = np.array([codes[name] for name in names], dtype=np.int64)
-        picked_per_code = np.zeros(len(codes), dtype=np.float64)
-        remaining = scores.copy()
+        values = scores.tolist()
+        queues: dict[str, list[int]] = {}
+        for k in np.argsort(-scores, kind="stable").tolist():  # each category's items, best first (ties: earlier)
+            queues.setdefault(categories.get(ids[k], ""), []).append(k)
+        heads = [(-values[queue[0]], queue[0], name, 0) for name, queue in queues.items()]
+        heapq.heapify(heads)
         order: list[int] = []
         final: list[float] = []
-        for _ in range(min(n, len(ids))):
-            effective = remaining / (1.0 + strength * picked_per_code[item_codes])
-            best = int(np.argmax(effective))
-            order.append(best)
-            final.append(float(effective[best]))
-            remaining[best] = -np.inf
-            picked_per_code[item_codes[best]] += 1
+        picked = dict.fromkeys(queues, 0)
+        while heads and len(order) < n:
+            negative, k, name, position = heapq.heappop(heads)
+            order.append(k)
+            final.append(-negative)
+            picked[name] += 1
+            queue = queues[name]
+            if position + 1 < len(queue):
+                following = queue[position + 1]
+                effective = values[following] / (1.0 + strength * picked[name])
+                heapq.heappush(heads, (-effective, following, name, position + 1))
         return order, final
 
 

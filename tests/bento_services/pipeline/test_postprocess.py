@@ -63,3 +63,31 @@ def test_main_source_prefers_the_heaviest_fusion_weight() -> None:
 
 def test_nothing_allowed_gives_an_empty_list() -> None:
     assert processor().apply(["i1"], np.array([1.0]), ["content"], set(), n=5) == []
+
+
+def greedy_by_argmax(categories: list[str], scores: np.ndarray, n: int, strength: float) -> tuple[list[int], list[float]]:
+    """The diversity re-rank as written down: each pick, every remaining item's score divided by 1 + strength x
+    its category's picks so far, the first largest taken."""
+    codes = np.array([sorted(set(categories)).index(c) for c in categories])
+    picks = np.zeros(codes.max() + 1)
+    remaining, order, final = scores.astype(np.float64).copy(), [], []
+    for _ in range(min(n, len(scores))):
+        effective = remaining / (1.0 + strength * picks[codes])
+        best = int(np.argmax(effective))
+        order.append(best)
+        final.append(float(effective[best]))
+        remaining[best] = -np.inf
+        picks[codes[best]] += 1
+    return order, final
+
+
+def test_the_diversity_heap_picks_exactly_as_the_argmax_greedy() -> None:
+    rng = np.random.default_rng(5)
+    for case in range(300):
+        size = int(rng.integers(1, 120))
+        ids = [f"x{k}" for k in range(size)]
+        names = [f"c{c}" for c in rng.integers(0, int(rng.integers(1, 12)), size)]
+        values = rng.choice([0.2, 0.5, 0.5, 1.0], size) if case % 3 == 0 else rng.random(size)  # ties too
+        strength, n = float(rng.choice([0.05, 0.5, 3.0])), int(rng.integers(1, 60))
+        post = PostProcessor(ItemAttributes(category=dict(zip(ids, names))), ServingSettings())
+        assert post._diverse_order(ids, values, n, strength) == greedy_by_argmax(names, values, n, strength)
