@@ -65,7 +65,8 @@ def test_nothing_allowed_gives_an_empty_list() -> None:
     assert processor().apply(["i1"], np.array([1.0]), ["content"], set(), n=5) == []
 
 
-def greedy_by_argmax(categories: list[str], scores: np.ndarray, n: int, strength: float) -> tuple[list[int], list[float]]:
+def greedy_by_argmax(categories: list[str], scores: np.ndarray, n: int,
+                     strength: float) -> tuple[list[int], list[float]]:
     """The diversity re-rank as written down: each pick, every remaining item's score divided by 1 + strength x
     its category's picks so far, the first largest taken."""
     codes = np.array([sorted(set(categories)).index(c) for c in categories])
