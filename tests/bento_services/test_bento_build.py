@@ -70,12 +70,19 @@ def test_built_bento_carries_models_and_serves(tmp_path: Path) -> None:
                 tmp_path / "serve.log", env=env, timeout_s=150):
         health = httpx.get(f"{base}/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"  # ours, not BentoML's probe
-        answer = httpx.get(f"{base}/recommendations", params={"user_id": world.warm_user, "n": 10},
-                           headers={"X-API-Key": "dev-key"}, timeout=30)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert len(body["items"]) == 10
-        assert body["model_version"] == VERSION
+        # A cold server's first answer may come from a cheaper rung by design (its first store reads can spend the
+        # request's budget on a loaded machine: popular items); the carried models answer the ones after it.
+        versions = []
+        for _ in range(5):
+            answer = httpx.get(f"{base}/recommendations", params={"user_id": world.warm_user, "n": 10},
+                               headers={"X-API-Key": "dev-key"}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert len(body["items"]) == 10
+            versions.append(body["model_version"])
+            if body["model_version"] == VERSION:
+                break
+        assert versions[-1] == VERSION, versions
         assert answer.headers["X-Experiment"] == body["variant"]
         assert httpx.get(f"{base}/recommendations", params={"user_id": world.warm_user},
                          headers={"X-API-Key": "wrong"}).status_code == 401

@@ -62,7 +62,9 @@ def test_invalid_events_go_to_the_dead_letter_topic_and_the_partition_keeps_flow
     before = DEAD_LETTERS.labels("lake-writer", "unknown action_type")._value.get()
     produce(settings, stream, key=lambda m: b"su0")
     with members(settings, ["lake-writer"]):
-        wait_until(lambda: caught_up(settings, ["lake-writer"]), 30, "the lake writer caught up")
+        # 90 s as the other waits here: a rebalance (a previous test's member leaving) can hold the group for a
+        # session timeout and more on a loaded machine
+        wait_until(lambda: caught_up(settings, ["lake-writer"]), 90, "the lake writer caught up")
     assert sorted(lake_ids(settings)) == sorted(e["event_id"] for e in good)
     reader = KafkaConsumer(settings.streaming.dlq_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
                            auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=3000)
