@@ -79,19 +79,15 @@ class CodeBook:
         changed catalog makes a new generator and book)."""
         found = self._cached.get(key)
         if found is None:
-            code = self.code
-            found = (np.fromiter((code.get(i, -1) for i, _ in pairs), dtype=np.int64, count=len(pairs)),
-                     np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs)))
-            self._cached[key] = found
+            found = self._cached[key] = (self.mapping([i for i, _ in pairs]),
+                                         np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs)))
         return found
 
     def items(self, key: object, items: Sequence[str]) -> np.ndarray:
-        """A fixed list of ids of the tables as codes, converted once per key."""
-        found = self._cached.get(key)
-        if found is None:
-            found = (self.mapping(items), np.zeros(len(items), dtype=np.float64))
-            self._cached[key] = found
-        return found[0]
+        """A fixed list of ids of the tables as codes, converted once per key (`pairs` with no scores)."""
+        if key not in self._cached:
+            self.pairs(key, [(item, 0.0) for item in items])
+        return self._cached[key][0]
 
     def as_pairs(self, found: Codes) -> list[tuple[str, float]]:
         """Arrays back to (id, score) pairs."""
